@@ -1,0 +1,451 @@
+/**
+ * The configuration schema: the single source of truth for the config file's shape, its
+ * TypeScript types, its validation errors and the generated reference (docs/reference/config.md).
+ *
+ * Every object is closed (`additionalProperties: false`) so a misspelt key is an error, not a
+ * silently ignored setting. Every field carries a `description`; a conformance test checks that.
+ */
+import Type, { type Static } from 'typebox'
+
+const closed = { additionalProperties: false } as const
+
+/** `500`, `"500ms"`, `"4s"`, `"15m"`, `"1h"`, `"7d"`: normalised to milliseconds by compile. */
+export const Duration = Type.Union(
+  [Type.Integer({ minimum: 0 }), Type.String({ pattern: '^[0-9]+(ms|s|m|h|d)$' })],
+  { description: 'milliseconds as an integer, or a string with a unit: 500ms, 4s, 15m, 1h, 7d' },
+)
+
+const Port = Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port; 0 picks a free one' })
+const Host = Type.String({ minLength: 1, description: 'interface address to bind' })
+const HttpUrl = Type.String({ pattern: '^https?://[^\\s]+$', description: 'http:// or https:// URL' })
+const HeaderName = Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description: 'HTTP header name' })
+const Method = Type.Union(
+  ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].map((m) => Type.Literal(m)),
+  { description: 'HTTP method' },
+)
+
+const Listen = Type.Object(
+  {
+    host: Type.Optional(Host),
+    port: Type.Optional(Port),
+  },
+  { ...closed, description: 'public listener (default 0.0.0.0:8080)' },
+)
+
+const Gateway = Type.Object(
+  {
+    issuer: Type.Optional(
+      Type.String({
+        description: 'the gateway issuer URL, used as token `iss`/`aud`; same on every instance',
+      }),
+    ),
+    listen: Type.Optional(Listen),
+    admin: Type.Optional(
+      Type.Object(
+        {
+          host: Type.Optional(Host),
+          port: Type.Optional(Port),
+          keys: Type.Optional(
+            Type.Array(Type.String({ minLength: 16 }), {
+              description:
+                'admin API keys (at least 16 characters); RUNR_ADMIN_KEY is always one more. Kept only as hashes in memory.',
+            }),
+          ),
+        },
+        { ...closed, description: 'admin listener (default 127.0.0.1:8081)' },
+      ),
+    ),
+    requestId: Type.Optional(
+      Type.Object(
+        {
+          header: Type.Optional(HeaderName),
+          on: Type.Optional(
+            Type.Union([Type.Literal('none'), Type.Literal('always'), Type.Literal('error')], {
+              description:
+                'none: no request id header; always: echo/generate on every response; error: only on errors',
+            }),
+          ),
+        },
+        { ...closed, description: 'request id header (default X-Request-Id, on: always)' },
+      ),
+    ),
+    refreshMs: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description: 'also re-read the config file this often (0: only on file change)',
+      }),
+    ),
+    bodyLimitBytes: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: 'largest body the gateway parses itself (admin API, tool calls)',
+      }),
+    ),
+    maxHeaderBytes: Type.Optional(
+      Type.Integer({
+        minimum: 1024,
+        maximum: 1048576,
+        description: 'largest request head (request line + headers); larger is refused with 431',
+      }),
+    ),
+    logLevel: Type.Optional(
+      Type.Union(
+        ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].map((l) => Type.Literal(l)),
+        { description: 'log level (RUNR_LOG_LEVEL overrides)' },
+      ),
+    ),
+    shutdownTimeoutMs: Type.Optional(
+      Type.Integer({ minimum: 0, description: 'how long a graceful shutdown waits for in-flight requests' }),
+    ),
+    trustProxy: Type.Optional(
+      Type.Boolean({
+        description: 'trust X-Forwarded-For/-Proto/-Host from the client (only behind a proxy you run)',
+      }),
+    ),
+  },
+  { ...closed, description: 'listeners, ids, limits and reload' },
+)
+
+const Store = Type.Union(
+  [
+    Type.Object(
+      { kind: Type.Literal('sqlite'), path: Type.Optional(Type.String({ description: 'database file' })) },
+      { ...closed, description: 'embedded SQLite (default ./data/4runr.db)' },
+    ),
+    Type.Object(
+      {
+        kind: Type.Literal('postgres'),
+        url: Type.String({ pattern: '^postgres(ql)?://', description: 'postgres:// connection URL' }),
+      },
+      { ...closed, description: 'PostgreSQL for a cluster' },
+    ),
+  ],
+  { description: 'where agents, policies, secrets and the audit ledger live' },
+)
+
+const Redis = Type.Object(
+  {
+    url: Type.String({ pattern: '^rediss?://', description: 'redis:// URL' }),
+    prefix: Type.Optional(Type.String({ description: 'key prefix that namespaces this gateway cluster' })),
+  },
+  { ...closed, description: 'optional shared state: rate limits, revocations, cache' },
+)
+
+const Retry = Type.Object(
+  {
+    attempts: Type.Integer({ minimum: 0, maximum: 10, description: 'retries after the first try' }),
+    on: Type.Optional(
+      Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { description: 'statuses to retry' }),
+    ),
+  },
+  { ...closed, description: 'retry policy (issue: resilience)' },
+)
+
+const Breaker = Type.Object(
+  {
+    failures: Type.Integer({ minimum: 1, description: 'consecutive failures that open the breaker' }),
+    openMs: Duration,
+  },
+  { ...closed, description: 'circuit breaker (issue: resilience)' },
+)
+
+const HttpSystem = Type.Object(
+  {
+    kind: Type.Literal('http'),
+    url: HttpUrl,
+    timeoutMs: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: 'upstream headers and body idle timeout (default 30000); 504 after it',
+      }),
+    ),
+    connectTimeoutMs: Type.Optional(
+      Type.Integer({ minimum: 1, description: 'TCP/TLS connect timeout (default 5000)' }),
+    ),
+    connections: Type.Optional(
+      Type.Integer({ minimum: 1, description: 'max keep-alive connections to this system (default 128)' }),
+    ),
+    keepAliveMs: Type.Optional(
+      Type.Integer({ minimum: 1, description: 'idle keep-alive timeout (default 4000)' }),
+    ),
+    retry: Type.Optional(Retry),
+    breaker: Type.Optional(Breaker),
+  },
+  { ...closed, description: 'an HTTP backend reached through a keep-alive pool' },
+)
+
+const NatsSystem = Type.Object(
+  { kind: Type.Literal('nats'), url: Type.String({ pattern: '^nats://', description: 'nats:// URL' }) },
+  { ...closed, description: 'a NATS backend (request-reply and publish)' },
+)
+
+const DemoSystem = Type.Object(
+  {
+    kind: Type.Literal('demo'),
+  },
+  {
+    ...closed,
+    description: 'the built-in demo upstream: an echo server the gateway starts on a free loopback port',
+  },
+)
+
+const System = Type.Union([HttpSystem, NatsSystem, DemoSystem], { description: 'a backend system' })
+
+const Roles = Type.Array(Type.String({ minLength: 1 }), { description: 'roles, any one of which is enough' })
+
+const PathRule = Type.Object(
+  {
+    path: Type.String({
+      pattern: '^(\\*|/.*)$',
+      description:
+        '`*`, an exact path `/a/b`, or a prefix `/a/*` (matches /a and below), relative to the channel',
+    }),
+    public: Type.Optional(Type.Boolean({ description: 'no authentication needed' })),
+    disabled: Type.Optional(Type.Boolean({ description: 'answer 404 as if the path did not exist' })),
+    audit: Type.Optional(Type.Boolean({ description: 'record matching calls in the audit ledger' })),
+    logging: Type.Optional(Type.Boolean({ description: 'log matching calls (default true)' })),
+    methods: Type.Optional(
+      Type.Union([Type.Array(Method), Type.Record(Method, Roles)], {
+        description:
+          'allowed methods (405 with Allow otherwise), or methods mapped to the roles they require',
+      }),
+    ),
+  },
+  { ...closed, description: 'a path rule; the first matching rule decides' },
+)
+
+const HeaderRules = Type.Object(
+  {
+    set: Type.Optional(
+      Type.Record(HeaderName, Type.String(), {
+        description:
+          'headers to set; `{{name}}` inserts a request value (requestId, correlationId, channel, ip, method, path, or a token claim)',
+      }),
+    ),
+    remove: Type.Optional(Type.Array(HeaderName, { description: 'headers to drop' })),
+  },
+  { ...closed, description: 'header edits' },
+)
+
+const RateLimitBy = Type.Union(
+  ['global', 'channel', 'path', 'agent', 'agent_tool', 'user', 'ip'].map((b) => Type.Literal(b)),
+  { description: 'what a limit is keyed by' },
+)
+
+const RateLimit = Type.Object(
+  {
+    by: RateLimitBy,
+    limit: Type.Integer({ minimum: 1, description: 'requests per period' }),
+    period: Duration,
+    tool: Type.Optional(Type.String({ description: 'for agent_tool: the tool' })),
+    failOpen: Type.Optional(Type.Boolean({ description: 'allow when the shared state is unreachable' })),
+  },
+  { ...closed, description: 'a GCRA rate limit (issue: rate limits)' },
+)
+
+const Channel = Type.Object(
+  {
+    name: Type.String({
+      pattern: '^[A-Za-z0-9_-]+$',
+      description: 'channel name; also served at /api/request/{name}',
+    }),
+    prefix: Type.Optional(
+      Type.String({ pattern: '^/[^?#]*$', description: 'public path prefix, e.g. /orders (optional)' }),
+    ),
+    system: Type.String({ description: 'the system (backend) this channel forwards to' }),
+    stripPrefix: Type.Optional(
+      Type.Boolean({ description: 'remove the prefix before forwarding (default true)' }),
+    ),
+    caseInsensitive: Type.Optional(
+      Type.Boolean({ description: 'match prefix and rules ignoring case (default false, RFC 3986)' }),
+    ),
+    maxBodyBytes: Type.Optional(
+      Type.Integer({ minimum: 0, description: 'largest request body streamed to the backend; 413 above it' }),
+    ),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, description: 'overrides the system timeout' })),
+    rules: Type.Optional(Type.Array(PathRule, { description: 'ordered path rules (default: one `*` rule)' })),
+    requestHeaders: Type.Optional(HeaderRules),
+    responseHeaders: Type.Optional(HeaderRules),
+    rateLimit: Type.Optional(RateLimit),
+  },
+  { ...closed, description: 'maps public paths to a system' },
+)
+
+const Tools = Type.Object(
+  {
+    serpapi: Type.Optional(
+      Type.Object(
+        {
+          url: Type.Optional(HttpUrl),
+          secret: Type.Optional(Type.String()),
+          cacheTtl: Type.Optional(Duration),
+        },
+        { ...closed, description: 'SerpAPI tool (issue: tools)' },
+      ),
+    ),
+    openai: Type.Optional(
+      Type.Object(
+        { url: Type.Optional(HttpUrl), secret: Type.Optional(Type.String()) },
+        { ...closed, description: 'OpenAI tool (issue: tools)' },
+      ),
+    ),
+    gmail: Type.Optional(
+      Type.Object(
+        { url: Type.Optional(HttpUrl), secret: Type.Optional(Type.String()) },
+        { ...closed, description: 'Gmail tool (issue: tools)' },
+      ),
+    ),
+    http_fetch: Type.Optional(
+      Type.Object(
+        {
+          maxBytes: Type.Optional(Type.Integer({ minimum: 1 })),
+          maxRedirects: Type.Optional(Type.Integer({ minimum: 0 })),
+          allowNetworks: Type.Optional(Type.Array(Type.String())),
+        },
+        { ...closed, description: 'http_fetch tool (issue: tools)' },
+      ),
+    ),
+  },
+  { ...closed, description: 'tool upstreams (issue: tools)' },
+)
+
+const Jwk = Type.Object(
+  {
+    kty: Type.Literal('OKP'),
+    crv: Type.Literal('Ed25519'),
+    x: Type.String(),
+    kid: Type.Optional(Type.String()),
+  },
+  { ...closed, description: 'an Ed25519 public JWK' },
+)
+
+const Agent = Type.Object(
+  {
+    name: Type.String({ minLength: 1 }),
+    labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+    roles: Type.Optional(Type.Array(Type.String())),
+    publicKeyJwk: Type.Optional(Jwk),
+    requireDpop: Type.Optional(Type.Boolean()),
+  },
+  { ...closed, description: 'an agent declared in config (issue: identity)' },
+)
+
+const PolicyRule = Type.Object(
+  {
+    tool: Type.Optional(Type.String()),
+    actions: Type.Optional(Type.Array(Type.String())),
+    channel: Type.Optional(Type.String()),
+    paths: Type.Optional(Type.Array(Type.String())),
+    methods: Type.Optional(Type.Array(Method)),
+    intents: Type.Optional(Type.Array(Type.String())),
+    when: Type.Optional(Type.String({ description: 'CEL condition over args, agent, token, request, now' })),
+    domains: Type.Optional(
+      Type.Object(
+        { allow: Type.Optional(Type.Array(Type.String())), deny: Type.Optional(Type.Array(Type.String())) },
+        closed,
+      ),
+    ),
+    maxRequestBytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    timeWindows: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            days: Type.Optional(Type.Array(Type.String())),
+            from: Type.Optional(Type.String()),
+            to: Type.Optional(Type.String()),
+            tz: Type.Optional(Type.String()),
+          },
+          closed,
+        ),
+      ),
+    ),
+    quota: Type.Optional(
+      Type.Object(
+        { limit: Type.Integer({ minimum: 1 }), period: Duration, tokens: Type.Optional(Type.Integer()) },
+        closed,
+      ),
+    ),
+    responseFilter: Type.Optional(
+      Type.Object(
+        { redact: Type.Optional(Type.Array(Type.String())), paths: Type.Optional(Type.Array(Type.String())) },
+        closed,
+      ),
+    ),
+    approval: Type.Optional(Type.Union([Type.Literal('required'), Type.Literal('none')])),
+  },
+  { ...closed, description: 'a policy rule (issue: policy)' },
+)
+
+const Policy = Type.Object(
+  {
+    name: Type.String({ minLength: 1 }),
+    agents: Type.Optional(
+      Type.Object(
+        {
+          names: Type.Optional(Type.Array(Type.String())),
+          ids: Type.Optional(Type.Array(Type.String())),
+          labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+        },
+        closed,
+      ),
+    ),
+    allow: Type.Optional(Type.Array(PolicyRule)),
+    deny: Type.Optional(Type.Array(PolicyRule)),
+  },
+  { ...closed, description: 'a policy (issue: policy)' },
+)
+
+/** The whole configuration file. */
+export const ConfigSchema = Type.Object(
+  {
+    gateway: Type.Optional(Gateway),
+    store: Type.Optional(Store),
+    redis: Type.Optional(Redis),
+    tokens: Type.Optional(
+      Type.Object(
+        {
+          ttl: Type.Optional(Duration),
+          maxTtl: Type.Optional(Duration),
+          rotateEvery: Type.Optional(Duration),
+        },
+        { ...closed, description: 'access token lifetimes and signing key rotation (issue: identity)' },
+      ),
+    ),
+    secrets: Type.Optional(
+      Type.Object(
+        {
+          masterKey: Type.Optional(Type.String({ description: 'secret store master key' })),
+          masterKeyFile: Type.Optional(Type.String({ description: 'file holding the master key' })),
+        },
+        { ...closed, description: 'encrypted secret store (issue: tools and secrets)' },
+      ),
+    ),
+    systems: Type.Optional(
+      Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]+$' }), System, { description: 'backends by name' }),
+    ),
+    channels: Type.Optional(Type.Array(Channel, { description: 'public routes to systems' })),
+    tools: Type.Optional(Tools),
+    agents: Type.Optional(Type.Array(Agent, { description: 'agents declared in config (issue: identity)' })),
+    policies: Type.Optional(Type.Array(Policy, { description: 'policies (issue: policy)' })),
+    rateLimits: Type.Optional(
+      Type.Array(RateLimit, { description: 'gateway-wide rate limits (issue: rate limits)' }),
+    ),
+    audit: Type.Optional(
+      Type.Object(
+        {
+          enabled: Type.Optional(Type.Boolean()),
+          checkpointEvery: Type.Optional(Type.Integer({ minimum: 1 })),
+        },
+        { ...closed, description: 'audit ledger (issue: audit)' },
+      ),
+    ),
+  },
+  { ...closed, description: 'the 4Runr Gateway configuration file' },
+)
+
+export type RawConfig = Static<typeof ConfigSchema>
+export type RawChannel = Static<typeof Channel>
+export type RawPathRule = Static<typeof PathRule>
+export type RawHttpSystem = Static<typeof HttpSystem>
+export type RawSystem = Static<typeof System>
+export type RawDuration = Static<typeof Duration>
