@@ -1,0 +1,131 @@
+/**
+ * The typed request context that every pipeline stage reads and writes, and the first stage
+ * that fills it: request id, W3C trace context and correlation id (DESIGN §4 stage 1).
+ */
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import type { CompiledChannel, CompiledConfig, CompiledRule } from '../config/compile.ts'
+
+/** What the gateway knows about a request while it serves it. */
+export interface RequestContext {
+  /** The config version the request started on; it finishes on it even across a reload. */
+  readonly config: CompiledConfig
+  readonly startedAt: number
+  readonly method: string
+  readonly requestId: string
+  /** True when the client supplied the request id we kept. */
+  readonly requestIdFromClient: boolean
+  readonly correlationId: string
+  /** The trace id and our span id; `traceparent` sent upstream names our span as the parent. */
+  readonly traceId: string
+  readonly spanId: string
+  readonly traceFlags: string
+  readonly clientIp: string
+  /** The normalised path (no query), set by the route stage. */
+  path: string
+  /** The raw query string including `?`, or ''. */
+  query: string
+  /** The route label for logs and metrics: a channel name or a built-in route template. */
+  route: string
+  channel: CompiledChannel | undefined
+  rule: CompiledRule | undefined
+  /** The channel-relative path ('' when the request named the prefix itself). */
+  remainder: string
+  /** Who is calling; undefined until an authenticator runs (or on public routes). */
+  principal: { kind: string; id: string; roles: readonly string[] } | undefined
+  status: number
+  upstreamMs: number | undefined
+  errorCode: string | undefined
+}
+
+/** Client-supplied ids are kept only when short and made of safe characters (DESIGN §18). */
+const safeId = /^[A-Za-z0-9._~:@/+=-]{1,128}$/
+const traceparentRe = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
+
+function headerValue(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name]
+  return typeof value === 'string' ? value : undefined
+}
+
+/** 16 random hex digits for a span id. */
+export function newSpanId(): string {
+  return randomUUID().replaceAll('-', '').slice(0, 16)
+}
+
+/** Build the context for a new request on `config`. */
+export function createContext(
+  req: IncomingMessage,
+  config: CompiledConfig,
+  startedAt: number,
+): RequestContext {
+  const clientRequestId = headerValue(req, config.gateway.requestId.header)
+  const requestIdFromClient = clientRequestId !== undefined && safeId.test(clientRequestId)
+  const clientCorrelation = headerValue(req, 'x-correlation-id')
+
+  // An invalid traceparent is replaced, never forwarded (W3C Trace Context §3.2.2.7); an
+  // all-zero trace or parent id is invalid too.
+  let traceId: string | undefined
+  let traceFlags = '01'
+  const traceparent = headerValue(req, 'traceparent')
+  if (traceparent !== undefined) {
+    const m = traceparentRe.exec(traceparent)
+    if (m !== null && !/^0+$/.test(m[1]!) && !/^0+$/.test(m[2]!)) {
+      traceId = m[1]!
+      traceFlags = m[3]!
+    }
+  }
+
+  const requestId = requestIdFromClient ? clientRequestId : randomUUID()
+  return {
+    config,
+    startedAt,
+    method: req.method ?? 'GET',
+    requestId,
+    requestIdFromClient,
+    correlationId:
+      clientCorrelation !== undefined && safeId.test(clientCorrelation) ? clientCorrelation : requestId,
+    traceId: traceId ?? randomUUID().replaceAll('-', ''),
+    spanId: newSpanId(),
+    traceFlags,
+    clientIp: req.socket.remoteAddress ?? '',
+    path: '/',
+    query: '',
+    route: 'unmatched',
+    channel: undefined,
+    rule: undefined,
+    remainder: '',
+    principal: undefined,
+    status: 0,
+    upstreamMs: undefined,
+    errorCode: undefined,
+  }
+}
+
+/** The request id header to echo on a response of `status`, or undefined (gateway.requestId.on). */
+export function requestIdHeaderFor(ctx: RequestContext, status: number): string | undefined {
+  const { header, on } = ctx.config.gateway.requestId
+  if (on === 'always' || (on === 'error' && status >= 400)) return header
+  return undefined
+}
+
+/** The value of a template placeholder for this request (header templates, DESIGN §8). */
+export function contextValue(ctx: RequestContext, name: string): string | undefined {
+  switch (name) {
+    case 'requestId':
+      return ctx.requestId
+    case 'correlationId':
+      return ctx.correlationId
+    case 'channel':
+      return ctx.channel?.name
+    case 'ip':
+      return ctx.clientIp
+    case 'method':
+      return ctx.method
+    case 'path':
+      return ctx.path
+    case 'sub':
+      return ctx.principal?.id
+    default:
+      return undefined
+  }
+}

@@ -1,0 +1,256 @@
+/**
+ * The public listener's request pipeline (DESIGN §4). Every request crosses the same stages in
+ * the same order; a stage either continues or ends the request with a GatewayError, and the
+ * record stage always runs. The order matters for security and is explained where it does.
+ *
+ *   1 context → 2 route → 3 authenticate → 4 rate limit → 5 authorize → 6 cache → 7 call
+ *   → 8 respond → 9 record
+ *
+ * Stages 4 and 6 arrive with the rate-limit and resilience work; until then they pass through.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { CompiledConfig } from '../config/compile.ts'
+import { GatewayError, toGatewayError } from '../errors/gateway-error.ts'
+import { writeError } from '../errors/write-error.ts'
+import type { Logger } from '../observability/logger.ts'
+import type { Metrics } from '../observability/metrics.ts'
+import { forwardRequest, type ProxyResult } from '../upstreams/http-proxy.ts'
+import type { Pools } from '../upstreams/pools.ts'
+import { createContext, type RequestContext, requestIdHeaderFor } from './context.ts'
+import { normalizePath } from './normalize-path.ts'
+import { matchChannel, matchRule, upstreamPath } from './route-match.ts'
+
+/** Who made the request, as an authenticator proves it. */
+export interface Principal {
+  kind: string
+  id: string
+  roles: readonly string[]
+}
+
+/**
+ * Proves a principal from the request (agent token, session cookie, client certificate), answers
+ * undefined when the request carries no credential of its kind, and throws a GatewayError when it
+ * carries a bad one.
+ */
+export type Authenticator = (req: IncomingMessage, ctx: RequestContext) => Principal | undefined
+
+/** The readiness verdict for `/ready`. */
+export interface Readiness {
+  ready: boolean
+  reasons: string[]
+}
+
+export interface PipelineDeps {
+  /** The config version new requests start on (swapped atomically by reload). */
+  currentConfig(): CompiledConfig
+  pools: Pools
+  metrics: Metrics
+  logger: Logger
+  /** Tried in order; the first that returns a principal wins. Empty: only public routes work. */
+  authenticators: readonly Authenticator[]
+  readiness(): Promise<Readiness>
+  /** Routes not served by a channel or a built-in; answers 404 by default. */
+  fallback?: (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => void
+}
+
+export interface Pipeline {
+  handle(req: IncomingMessage, res: ServerResponse): void
+  /** Requests started and not yet recorded; shutdown waits for this to reach 0. */
+  inflight(): number
+}
+
+/** Build the request handler for the public listener. */
+export function createPipeline(deps: PipelineDeps): Pipeline {
+  let inflight = 0
+
+  // Stage 9, record: metrics and the request log line. It runs exactly once per request, on
+  // success and on every error path alike.
+  function record(ctx: RequestContext, logging: boolean): void {
+    inflight--
+    const seconds = (performance.now() - ctx.startedAt) / 1000
+    deps.metrics.observeRequest(ctx.route, ctx.method, ctx.status, seconds)
+    if (ctx.upstreamMs !== undefined && ctx.channel !== undefined) {
+      deps.metrics.observeUpstream(ctx.channel.system.name, ctx.upstreamMs / 1000)
+    }
+    if (!logging || !deps.logger.isLevelEnabled('info')) return
+    // Built field by field: no headers, no query string (it can carry keys), no body.
+    deps.logger.info(
+      {
+        requestId: ctx.requestId,
+        correlationId: ctx.correlationId,
+        traceId: ctx.traceId,
+        method: ctx.method,
+        route: ctx.route,
+        path: ctx.path,
+        channel: ctx.channel?.name,
+        rule: ctx.rule?.path,
+        audit: ctx.rule?.audit || undefined,
+        principal: ctx.principal?.id,
+        status: ctx.status,
+        error: ctx.errorCode,
+        durationMs: Math.round(seconds * 1e6) / 1000,
+        upstreamMs: ctx.upstreamMs === undefined ? undefined : Math.round(ctx.upstreamMs * 1000) / 1000,
+      },
+      'request',
+    )
+  }
+
+  function fail(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, err: GatewayError): void {
+    ctx.status = err.status
+    ctx.errorCode = err.code
+    if (err.code === 'internal' || err.code === 'upstream_error' || err.code === 'upstream_timeout') {
+      deps.logger.warn({ requestId: ctx.requestId, code: err.code, err: err.cause ?? err }, 'request failed')
+    }
+    // An unread request body would be parsed as the next request on this connection: close it.
+    if (!req.complete) res.shouldKeepAlive = false
+    writeError(res, err, {
+      requestId: ctx.requestId,
+      requestIdHeader: requestIdHeaderFor(ctx, err.status),
+      correlationId: ctx.correlationId,
+    })
+    record(ctx, ctx.rule?.logging ?? true)
+  }
+
+  function sendJson(res: ServerResponse, ctx: RequestContext, status: number, body: unknown): void {
+    const text = JSON.stringify(body)
+    const headers: Record<string, string | number> = {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(text),
+      'cache-control': 'no-store',
+      'x-correlation-id': ctx.correlationId,
+    }
+    const idHeader = requestIdHeaderFor(ctx, status)
+    if (idHeader !== undefined) headers[idHeader] = ctx.requestId
+    ctx.status = status
+    res.writeHead(status, headers)
+    res.end(ctx.method === 'HEAD' ? undefined : text)
+  }
+
+  function builtin(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): boolean {
+    if (ctx.path === '/health') {
+      ctx.route = '/health'
+      sendJson(res, ctx, 200, { status: 'ok' })
+      record(ctx, false)
+      return true
+    }
+    if (ctx.path === '/ready') {
+      ctx.route = '/ready'
+      deps.readiness().then(
+        (verdict) => {
+          if (verdict.ready) {
+            sendJson(res, ctx, 200, { status: 'ready' })
+            record(ctx, false)
+          } else {
+            fail(
+              req,
+              res,
+              ctx,
+              new GatewayError('not_ready', undefined, { details: { reasons: verdict.reasons } }),
+            )
+          }
+        },
+        (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
+      )
+      return true
+    }
+    return false
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    inflight++
+    // Stage 1, context: ids first, so that even a malformed request gets an id in its error.
+    const ctx = createContext(req, deps.currentConfig(), performance.now())
+    try {
+      // Stage 2, route. Everything after this reads only the normalised path, and the upstream
+      // receives that same path: a rule cannot be bypassed by spelling a path differently.
+      const url = req.url ?? '/'
+      const q = url.indexOf('?')
+      const normalized = normalizePath(q < 0 ? url : url.slice(0, q))
+      if (!normalized.ok) {
+        fail(req, res, ctx, new GatewayError('bad_request', `Invalid request path: ${normalized.reason}.`))
+        return
+      }
+      ctx.path = normalized.path
+      ctx.query = q < 0 ? '' : url.slice(q)
+      if (builtin(req, res, ctx)) return
+
+      const match = matchChannel(ctx.config, ctx.path)
+      if (match === undefined) {
+        if (deps.fallback !== undefined) {
+          deps.fallback(req, res, ctx)
+          res.once('finish', () => {
+            ctx.status = res.statusCode
+            record(ctx, true)
+          })
+        } else fail(req, res, ctx, new GatewayError('not_found'))
+        return
+      }
+      const { channel } = match
+      ctx.channel = channel
+      ctx.route = channel.name
+      ctx.remainder = match.remainder
+      const rule = matchRule(channel, match.remainder)
+      // A disabled path answers exactly like a path that does not exist.
+      if (rule === undefined || rule.disabled) {
+        fail(req, res, ctx, new GatewayError('not_found'))
+        return
+      }
+      ctx.rule = rule
+      if (rule.methods !== null && !rule.methods.has(ctx.method)) {
+        fail(
+          req,
+          res,
+          ctx,
+          new GatewayError('method_not_allowed', undefined, { headers: { allow: rule.allow } }),
+        )
+        return
+      }
+
+      // Stage 3, authenticate. Default deny: a rule that is not public needs a principal.
+      if (!rule.public) {
+        for (const authenticate of deps.authenticators) {
+          ctx.principal = authenticate(req, ctx)
+          if (ctx.principal !== undefined) break
+        }
+        if (ctx.principal === undefined) {
+          fail(
+            req,
+            res,
+            ctx,
+            new GatewayError('unauthenticated', undefined, { headers: { 'www-authenticate': 'Bearer' } }),
+          )
+          return
+        }
+      }
+
+      // Stage 5, authorize: after authentication, so roles come from a proven principal. A rule
+      // mapping methods to roles requires one of the roles listed for this method.
+      const required = rule.roles?.get(ctx.method)
+      if (required !== undefined && !required.some((role) => ctx.principal!.roles.includes(role))) {
+        fail(
+          req,
+          res,
+          ctx,
+          new GatewayError('forbidden', undefined, { details: { requiredRoles: required } }),
+        )
+        return
+      }
+
+      // Stage 7, call, and stage 8, respond: streamed by the proxy.
+      const path = upstreamPath(match, ctx.path)
+      forwardRequest(req, res, ctx, channel, path, deps.pools.get(channel.system), (result: ProxyResult) => {
+        ctx.upstreamMs = result.upstreamMs
+        if (result.error !== undefined) {
+          fail(req, res, ctx, result.error)
+          return
+        }
+        ctx.status = result.status
+        record(ctx, rule.logging)
+      })
+    } catch (err) {
+      fail(req, res, ctx, toGatewayError(err))
+    }
+  }
+
+  return { handle, inflight: () => inflight }
+}

@@ -1,0 +1,245 @@
+/**
+ * Streams one channel request to its HTTP system and the answer back (DESIGN §8), through
+ * undici's `dispatch`: no per-request stream.pipeline, no buffering, backpressure both ways.
+ * Request bodies are piped from the client socket; response chunks are written as they arrive and
+ * the upstream is paused while the client is slow.
+ */
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { Dispatcher } from 'undici'
+import type { CompiledChannel } from '../config/compile.ts'
+import { GatewayError } from '../errors/gateway-error.ts'
+import { contextValue, type RequestContext } from '../http/context.ts'
+
+/** Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus ones we rebuild. */
+const hopByHop = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+])
+
+/** Request headers the gateway sets itself; a client's copy is never passed on. */
+const rebuiltRequestHeaders = new Set([
+  'host',
+  'expect',
+  'traceparent',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-correlation-id',
+  'forwarded',
+])
+
+/** How a forwarded request ended, for the record stage. */
+export interface ProxyResult {
+  status: number
+  upstreamMs: number | undefined
+  error: GatewayError | undefined
+}
+
+/** Map an undici or socket error to the gateway's code: timeouts are 504, the rest 502. */
+export function upstreamFailure(err: unknown): GatewayError {
+  const code = (err as { code?: string }).code
+  if (
+    code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    code === 'UND_ERR_BODY_TIMEOUT' ||
+    code === 'UND_ERR_CONNECT_TIMEOUT'
+  ) {
+    return new GatewayError('upstream_timeout', undefined, { cause: err })
+  }
+  return new GatewayError('upstream_error', undefined, { cause: err })
+}
+
+/** Names listed in a Connection header are hop-by-hop for this message too. */
+function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined
+  const joined = Array.isArray(value) ? value.join(',') : value
+  return new Set(joined.split(',').map((t) => t.trim().toLowerCase()))
+}
+
+function requestHeaders(req: IncomingMessage, ctx: RequestContext, channel: CompiledChannel): string[] {
+  const { gateway } = ctx.config
+  const idHeader = gateway.requestId.header
+  const remove = channel.requestHeaders.remove
+  const listed = connectionTokens(req.headers.connection)
+  const raw = req.rawHeaders
+  const out: string[] = []
+  let forwardedFor: string | undefined
+  let forwardedProto: string | undefined
+  let forwardedHost: string | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const lower = name.toLowerCase()
+    if (hopByHop.has(lower) || rebuiltRequestHeaders.has(lower) || lower === idHeader || remove.has(lower)) {
+      if (gateway.trustProxy) {
+        if (lower === 'x-forwarded-for')
+          forwardedFor = forwardedFor === undefined ? raw[i + 1] : `${forwardedFor}, ${raw[i + 1]}`
+        else if (lower === 'x-forwarded-proto') forwardedProto ??= raw[i + 1]
+        else if (lower === 'x-forwarded-host') forwardedHost ??= raw[i + 1]
+      }
+      continue
+    }
+    if (listed?.has(lower)) continue
+    out.push(name, raw[i + 1]!)
+  }
+  // Without trustProxy a client could claim any address; the gateway states what it saw.
+  out.push('x-forwarded-for', forwardedFor === undefined ? ctx.clientIp : `${forwardedFor}, ${ctx.clientIp}`)
+  out.push(
+    'x-forwarded-proto',
+    forwardedProto ?? ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'),
+  )
+  const host = forwardedHost ?? req.headers.host
+  if (host !== undefined) out.push('x-forwarded-host', host)
+  out.push('traceparent', `00-${ctx.traceId}-${ctx.spanId}-${ctx.traceFlags}`)
+  if (gateway.requestId.on !== 'none') out.push(idHeader, ctx.requestId)
+  out.push('x-correlation-id', ctx.correlationId)
+  for (const [name, template] of channel.requestHeaders.set) {
+    const value = template.literal ?? template.render((n) => contextValue(ctx, n))
+    if (value !== undefined) out.push(name, value)
+  }
+  return out
+}
+
+function responseHeaders(
+  upstream: Record<string, string | string[] | undefined>,
+  ctx: RequestContext,
+  channel: CompiledChannel,
+): OutgoingHttpHeaders {
+  const remove = channel.responseHeaders.remove
+  const listed = connectionTokens(upstream['connection'])
+  const out: OutgoingHttpHeaders = {}
+  for (const name in upstream) {
+    if (hopByHop.has(name) || remove.has(name) || listed?.has(name)) continue
+    out[name] = upstream[name]
+  }
+  for (const [name, template] of channel.responseHeaders.set) {
+    const value = template.literal ?? template.render((n) => contextValue(ctx, n))
+    if (value !== undefined) out[name] = value
+  }
+  const { header, on } = ctx.config.gateway.requestId
+  if (on === 'always') out[header] = ctx.requestId
+  out['x-correlation-id'] = ctx.correlationId
+  return out
+}
+
+/** True when the request carries a body (RFC 9112 §6.3): a length above zero, or chunked. */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  if (length !== undefined) return length !== '0'
+  return req.headers['transfer-encoding'] !== undefined
+}
+
+/**
+ * Forward `req` to the channel's system on `dispatcher` and stream the answer into `res`.
+ * `done` is called exactly once when the exchange ends, successfully or not. When the upstream
+ * fails before the response starts, `done` gets the error and the caller writes it; after the
+ * response started the connection is cut, since a status can no longer be changed.
+ */
+export function forwardRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: RequestContext,
+  channel: CompiledChannel,
+  path: string,
+  dispatcher: Dispatcher,
+  done: (result: ProxyResult) => void,
+): void {
+  const maxBody = channel.maxBodyBytes
+  const declared = req.headers['content-length']
+  if (maxBody !== undefined && declared !== undefined && Number(declared) > maxBody) {
+    done({
+      status: 413,
+      upstreamMs: undefined,
+      error: new GatewayError('payload_too_large', undefined, { details: { limitBytes: maxBody } }),
+    })
+    return
+  }
+
+  const withBody = hasBody(req)
+  const sentAt = performance.now()
+  let controller: Dispatcher.DispatchController | undefined
+  let finished = false
+  let upstreamMs: number | undefined
+  let status = 0
+
+  const finish = (error: GatewayError | undefined): void => {
+    if (finished) return
+    finished = true
+    res.off('close', onClientClose)
+    done({ status: error === undefined ? status : error.status, upstreamMs, error })
+  }
+
+  // The client went away: stop the upstream exchange too (no orphaned uploads or downloads).
+  const onClientClose = (): void => {
+    if (finished || res.writableFinished) return
+    controller?.abort(new Error('client closed the connection'))
+    status = 499
+    finish(undefined)
+  }
+  res.on('close', onClientClose)
+
+  if (withBody && maxBody !== undefined) {
+    let received = 0
+    req.on('data', (chunk: Buffer) => {
+      received += chunk.length
+      if (received > maxBody && !finished) {
+        const error = new GatewayError('payload_too_large', undefined, { details: { limitBytes: maxBody } })
+        controller?.abort(error)
+        finish(error)
+      }
+    })
+  }
+
+  const timeout = channel.timeoutMs
+  dispatcher.dispatch(
+    {
+      origin: channel.system.origin,
+      path: path + ctx.query,
+      method: ctx.method as Dispatcher.HttpMethod,
+      headers: requestHeaders(req, ctx, channel),
+      body: withBody ? req : null,
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+    },
+    {
+      onRequestStart(c) {
+        controller = c
+        if (finished) c.abort(new Error('request already finished'))
+      },
+      onResponseStart(c, statusCode, headers) {
+        if (finished) return
+        upstreamMs = performance.now() - sentAt
+        status = statusCode
+        res.writeHead(statusCode, responseHeaders(headers as Record<string, string | string[]>, ctx, channel))
+        if (ctx.method === 'HEAD') return
+        res.on('drain', () => c.resume())
+      },
+      onResponseData(c, chunk) {
+        if (finished) return
+        if (!res.write(chunk)) c.pause()
+      },
+      onResponseEnd() {
+        if (finished) return
+        res.end()
+        finish(undefined)
+      },
+      onResponseError(_c, err) {
+        if (finished) return
+        // A failure after the head was sent cannot change the status: cut the connection so the
+        // client sees a truncated message, not a clean end.
+        if (res.headersSent) {
+          res.destroy()
+          finish(upstreamFailure(err))
+          return
+        }
+        finish(err instanceof GatewayError ? err : upstreamFailure(err))
+      },
+    },
+  )
+}
