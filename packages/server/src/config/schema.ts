@@ -36,7 +36,8 @@ const Gateway = Type.Object(
   {
     issuer: Type.Optional(
       Type.String({
-        description: 'the gateway issuer URL, used as token `iss`/`aud`; same on every instance',
+        description:
+          'the gateway issuer URL, used as token `iss`/`aud`; same on every instance (default http://HOST:PORT of the public listener)',
       }),
     ),
     listen: Type.Optional(Listen),
@@ -72,34 +73,39 @@ const Gateway = Type.Object(
     refreshMs: Type.Optional(
       Type.Integer({
         minimum: 0,
-        description: 'also re-read the config file this often (0: only on file change)',
+        description: 'also re-read the config file this often, in ms (default 15000; 0: only on file change)',
       }),
     ),
     bodyLimitBytes: Type.Optional(
       Type.Integer({
         minimum: 1,
-        description: 'largest body the gateway parses itself (admin API, tool calls)',
+        description: 'largest body the gateway parses itself: admin API, tool calls (default 1048576)',
       }),
     ),
     maxHeaderBytes: Type.Optional(
       Type.Integer({
         minimum: 1024,
         maximum: 1048576,
-        description: 'largest request head (request line + headers); larger is refused with 431',
+        description:
+          'largest request head, request line and headers; larger is refused with 431 (default 16384)',
       }),
     ),
     logLevel: Type.Optional(
       Type.Union(
         ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].map((l) => Type.Literal(l)),
-        { description: 'log level (RUNR_LOG_LEVEL overrides)' },
+        { description: 'log level; RUNR_LOG_LEVEL overrides (default info)' },
       ),
     ),
     shutdownTimeoutMs: Type.Optional(
-      Type.Integer({ minimum: 0, description: 'how long a graceful shutdown waits for in-flight requests' }),
+      Type.Integer({
+        minimum: 0,
+        description: 'how long a graceful shutdown waits for in-flight requests, in ms (default 10000)',
+      }),
     ),
     trustProxy: Type.Optional(
       Type.Boolean({
-        description: 'trust X-Forwarded-For/-Proto/-Host from the client (only behind a proxy you run)',
+        description:
+          'trust X-Forwarded-For/-Proto/-Host from the client, only behind a proxy you run (default false)',
       }),
     ),
   },
@@ -109,12 +115,15 @@ const Gateway = Type.Object(
 const Store = Type.Union(
   [
     Type.Object(
-      { kind: Type.Literal('sqlite'), path: Type.Optional(Type.String({ description: 'database file' })) },
+      {
+        kind: Type.Literal('sqlite', { description: 'sqlite' }),
+        path: Type.Optional(Type.String({ description: 'database file' })),
+      },
       { ...closed, description: 'embedded SQLite (default ./data/4runr.db)' },
     ),
     Type.Object(
       {
-        kind: Type.Literal('postgres'),
+        kind: Type.Literal('postgres', { description: 'postgres' }),
         url: Type.String({ pattern: '^postgres(ql)?://', description: 'postgres:// connection URL' }),
       },
       { ...closed, description: 'PostgreSQL for a cluster' },
@@ -135,7 +144,9 @@ const Retry = Type.Object(
   {
     attempts: Type.Integer({ minimum: 0, maximum: 10, description: 'retries after the first try' }),
     on: Type.Optional(
-      Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), { description: 'statuses to retry' }),
+      Type.Array(Type.Integer({ minimum: 100, maximum: 599, description: 'an HTTP status' }), {
+        description: 'statuses to retry',
+      }),
     ),
   },
   { ...closed, description: 'retry policy (issue: resilience)' },
@@ -151,7 +162,7 @@ const Breaker = Type.Object(
 
 const HttpSystem = Type.Object(
   {
-    kind: Type.Literal('http'),
+    kind: Type.Literal('http', { description: 'http' }),
     url: HttpUrl,
     timeoutMs: Type.Optional(
       Type.Integer({
@@ -175,13 +186,16 @@ const HttpSystem = Type.Object(
 )
 
 const NatsSystem = Type.Object(
-  { kind: Type.Literal('nats'), url: Type.String({ pattern: '^nats://', description: 'nats:// URL' }) },
+  {
+    kind: Type.Literal('nats', { description: 'nats' }),
+    url: Type.String({ pattern: '^nats://', description: 'nats:// URL' }),
+  },
   { ...closed, description: 'a NATS backend (request-reply and publish)' },
 )
 
 const DemoSystem = Type.Object(
   {
-    kind: Type.Literal('demo'),
+    kind: Type.Literal('demo', { description: 'demo' }),
   },
   {
     ...closed,
@@ -205,7 +219,7 @@ const PathRule = Type.Object(
     audit: Type.Optional(Type.Boolean({ description: 'record matching calls in the audit ledger' })),
     logging: Type.Optional(Type.Boolean({ description: 'log matching calls (default true)' })),
     methods: Type.Optional(
-      Type.Union([Type.Array(Method), Type.Record(Method, Roles)], {
+      Type.Union([Type.Array(Method), Type.Partial(Type.Record(Method, Roles), closed)], {
         description:
           'allowed methods (405 with Allow otherwise), or methods mapped to the roles they require',
       }),
@@ -218,6 +232,7 @@ const HeaderRules = Type.Object(
   {
     set: Type.Optional(
       Type.Record(HeaderName, Type.String(), {
+        ...closed,
         description:
           'headers to set; `{{name}}` inserts a request value (requestId, correlationId, channel, ip, method, path, or a token claim)',
       }),
@@ -271,13 +286,17 @@ const Channel = Type.Object(
   { ...closed, description: 'maps public paths to a system' },
 )
 
+const Secret = Type.String({
+  description: 'name of the secret in the secret store that holds the credential',
+})
+
 const Tools = Type.Object(
   {
     serpapi: Type.Optional(
       Type.Object(
         {
           url: Type.Optional(HttpUrl),
-          secret: Type.Optional(Type.String()),
+          secret: Type.Optional(Secret),
           cacheTtl: Type.Optional(Duration),
         },
         { ...closed, description: 'SerpAPI tool (issue: tools)' },
@@ -285,22 +304,26 @@ const Tools = Type.Object(
     ),
     openai: Type.Optional(
       Type.Object(
-        { url: Type.Optional(HttpUrl), secret: Type.Optional(Type.String()) },
+        { url: Type.Optional(HttpUrl), secret: Type.Optional(Secret) },
         { ...closed, description: 'OpenAI tool (issue: tools)' },
       ),
     ),
     gmail: Type.Optional(
       Type.Object(
-        { url: Type.Optional(HttpUrl), secret: Type.Optional(Type.String()) },
+        { url: Type.Optional(HttpUrl), secret: Type.Optional(Secret) },
         { ...closed, description: 'Gmail tool (issue: tools)' },
       ),
     ),
     http_fetch: Type.Optional(
       Type.Object(
         {
-          maxBytes: Type.Optional(Type.Integer({ minimum: 1 })),
-          maxRedirects: Type.Optional(Type.Integer({ minimum: 0 })),
-          allowNetworks: Type.Optional(Type.Array(Type.String())),
+          maxBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'largest response body read' })),
+          maxRedirects: Type.Optional(Type.Integer({ minimum: 0, description: 'redirects followed' })),
+          allowNetworks: Type.Optional(
+            Type.Array(Type.String({ description: 'a CIDR block' }), {
+              description: 'private networks that http_fetch may reach despite the SSRF guard',
+            }),
+          ),
         },
         { ...closed, description: 'http_fetch tool (issue: tools)' },
       ),
@@ -309,88 +332,106 @@ const Tools = Type.Object(
   { ...closed, description: 'tool upstreams (issue: tools)' },
 )
 
+const Labels = Type.Record(Type.String(), Type.String(), { description: 'labels as name: value' })
+const Strings = (description: string) => Type.Array(Type.String(), { description })
+
 const Jwk = Type.Object(
   {
-    kty: Type.Literal('OKP'),
-    crv: Type.Literal('Ed25519'),
-    x: Type.String(),
-    kid: Type.Optional(Type.String()),
+    kty: Type.Literal('OKP', { description: 'key type: OKP' }),
+    crv: Type.Literal('Ed25519', { description: 'curve: Ed25519' }),
+    x: Type.String({ description: 'the public key, base64url' }),
+    kid: Type.Optional(Type.String({ description: 'key id' })),
   },
   { ...closed, description: 'an Ed25519 public JWK' },
 )
 
 const Agent = Type.Object(
   {
-    name: Type.String({ minLength: 1 }),
-    labels: Type.Optional(Type.Record(Type.String(), Type.String())),
-    roles: Type.Optional(Type.Array(Type.String())),
+    name: Type.String({ minLength: 1, description: 'unique agent name' }),
+    labels: Type.Optional(Labels),
+    roles: Type.Optional(Strings('roles the agent holds')),
     publicKeyJwk: Type.Optional(Jwk),
-    requireDpop: Type.Optional(Type.Boolean()),
+    requireDpop: Type.Optional(Type.Boolean({ description: 'refuse tokens not bound to the agent key' })),
   },
   { ...closed, description: 'an agent declared in config (issue: identity)' },
 )
 
 const PolicyRule = Type.Object(
   {
-    tool: Type.Optional(Type.String()),
-    actions: Type.Optional(Type.Array(Type.String())),
-    channel: Type.Optional(Type.String()),
-    paths: Type.Optional(Type.Array(Type.String())),
-    methods: Type.Optional(Type.Array(Method)),
-    intents: Type.Optional(Type.Array(Type.String())),
+    tool: Type.Optional(Type.String({ description: 'the tool this rule covers' })),
+    actions: Type.Optional(Strings('the tool actions this rule covers')),
+    channel: Type.Optional(Type.String({ description: 'the channel this rule covers' })),
+    paths: Type.Optional(Strings('channel path patterns')),
+    methods: Type.Optional(Type.Array(Method, { description: 'channel methods' })),
+    intents: Type.Optional(Strings('intents the token must carry')),
     when: Type.Optional(Type.String({ description: 'CEL condition over args, agent, token, request, now' })),
     domains: Type.Optional(
       Type.Object(
-        { allow: Type.Optional(Type.Array(Type.String())), deny: Type.Optional(Type.Array(Type.String())) },
-        closed,
+        {
+          allow: Type.Optional(Strings('domains allowed (*.example.com wildcards)')),
+          deny: Type.Optional(Strings('domains denied')),
+        },
+        { ...closed, description: 'domain guard for http_fetch URLs' },
       ),
     ),
-    maxRequestBytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    maxRequestBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'largest request accepted' })),
     timeWindows: Type.Optional(
       Type.Array(
         Type.Object(
           {
-            days: Type.Optional(Type.Array(Type.String())),
-            from: Type.Optional(Type.String()),
-            to: Type.Optional(Type.String()),
-            tz: Type.Optional(Type.String()),
+            days: Type.Optional(Strings('days of the week')),
+            from: Type.Optional(Type.String({ description: 'start time HH:MM' })),
+            to: Type.Optional(Type.String({ description: 'end time HH:MM' })),
+            tz: Type.Optional(Type.String({ description: 'IANA time zone' })),
           },
-          closed,
+          { ...closed, description: 'a time window' },
         ),
+        { description: 'when the rule applies' },
       ),
     ),
     quota: Type.Optional(
       Type.Object(
-        { limit: Type.Integer({ minimum: 1 }), period: Duration, tokens: Type.Optional(Type.Integer()) },
-        closed,
+        {
+          limit: Type.Integer({ minimum: 1, description: 'calls per period' }),
+          period: Duration,
+          tokens: Type.Optional(Type.Integer({ description: 'LLM token budget per period' })),
+        },
+        { ...closed, description: 'a quota per agent' },
       ),
     ),
     responseFilter: Type.Optional(
       Type.Object(
-        { redact: Type.Optional(Type.Array(Type.String())), paths: Type.Optional(Type.Array(Type.String())) },
-        closed,
+        {
+          redact: Type.Optional(Strings('built-in detectors to redact: email, card, phone, api_key, jwt')),
+          paths: Type.Optional(Strings('JSON paths to redact')),
+        },
+        { ...closed, description: 'response redaction' },
       ),
     ),
-    approval: Type.Optional(Type.Union([Type.Literal('required'), Type.Literal('none')])),
+    approval: Type.Optional(
+      Type.Union([Type.Literal('required'), Type.Literal('none')], {
+        description: 'park calls for human approval',
+      }),
+    ),
   },
   { ...closed, description: 'a policy rule (issue: policy)' },
 )
 
 const Policy = Type.Object(
   {
-    name: Type.String({ minLength: 1 }),
+    name: Type.String({ minLength: 1, description: 'unique policy name' }),
     agents: Type.Optional(
       Type.Object(
         {
-          names: Type.Optional(Type.Array(Type.String())),
-          ids: Type.Optional(Type.Array(Type.String())),
-          labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+          names: Type.Optional(Strings('agent names')),
+          ids: Type.Optional(Strings('agent ids')),
+          labels: Type.Optional(Labels),
         },
-        closed,
+        { ...closed, description: 'which agents the policy applies to' },
       ),
     ),
-    allow: Type.Optional(Type.Array(PolicyRule)),
-    deny: Type.Optional(Type.Array(PolicyRule)),
+    allow: Type.Optional(Type.Array(PolicyRule, { description: 'rules that allow' })),
+    deny: Type.Optional(Type.Array(PolicyRule, { description: 'rules that deny; a matching deny wins' })),
   },
   { ...closed, description: 'a policy (issue: policy)' },
 )
@@ -421,7 +462,10 @@ export const ConfigSchema = Type.Object(
       ),
     ),
     systems: Type.Optional(
-      Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]+$' }), System, { description: 'backends by name' }),
+      Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]+$' }), System, {
+        ...closed,
+        description: 'backends by name',
+      }),
     ),
     channels: Type.Optional(Type.Array(Channel, { description: 'public routes to systems' })),
     tools: Type.Optional(Tools),
@@ -433,8 +477,10 @@ export const ConfigSchema = Type.Object(
     audit: Type.Optional(
       Type.Object(
         {
-          enabled: Type.Optional(Type.Boolean()),
-          checkpointEvery: Type.Optional(Type.Integer({ minimum: 1 })),
+          enabled: Type.Optional(Type.Boolean({ description: 'record the audit ledger (default true)' })),
+          checkpointEvery: Type.Optional(
+            Type.Integer({ minimum: 1, description: 'sign the chain head every this many entries' }),
+          ),
         },
         { ...closed, description: 'audit ledger (issue: audit)' },
       ),
