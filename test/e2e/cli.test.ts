@@ -62,13 +62,14 @@ async function start(configFile: string, env: NodeJS.ProcessEnv, cwd: string): P
 }
 
 /** The demo config with both listeners on free ports. */
-async function demoConfigIn(dir: string, extra: Record<string, unknown> = {}): Promise<string> {
-  const demo = parse(await readFile(join(root, 'examples/demo.yaml'), 'utf8')) as Record<string, any>
-  demo['gateway'].listen.port = 0
-  demo['gateway'].admin.port = 0
-  demo['store'] = { kind: 'sqlite', path: join(dir, 'data/4runr.db') }
+async function demoConfigIn(dir: string): Promise<string> {
+  type Demo = { gateway: { listen: { port: number }; admin: { port: number } }; store: unknown }
+  const demo = parse(await readFile(join(root, 'examples/demo.yaml'), 'utf8')) as Demo
+  demo.gateway.listen.port = 0
+  demo.gateway.admin.port = 0
+  demo.store = { kind: 'sqlite', path: join(dir, 'data/4runr.db') }
   const file = join(dir, 'demo.yaml')
-  await writeFile(file, stringify({ ...demo, ...extra }))
+  await writeFile(file, stringify(demo))
   return file
 }
 
