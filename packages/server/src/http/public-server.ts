@@ -13,7 +13,10 @@ import type { Pipeline } from './pipeline.ts'
 
 /** Answer a request Node could not parse (oversized head: 431, anything else: 400) and close. */
 function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  if (!socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
+  // A response still in flight on this connection (keep-alive, pipelining) owns the socket: bytes
+  // written now would be read as that response, or land inside its body. Cut the connection instead.
+  const inFlight = (socket as { _httpMessage?: unknown })._httpMessage
+  if (!socket.writable || (err as { code?: string }).code === 'ECONNRESET' || inFlight) {
     socket.destroy()
     return
   }

@@ -65,7 +65,8 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
 
 function requestHeaders(req: IncomingMessage, ctx: RequestContext, channel: CompiledChannel): string[] {
   const { gateway } = ctx.config
-  const idHeader = gateway.requestId.header
+  // With requestId.on: none the gateway leaves the header alone: a client's copy passes through.
+  const idHeader = gateway.requestId.on === 'none' ? undefined : gateway.requestId.header
   const remove = channel.requestHeaders.remove
   const listed = connectionTokens(req.headers.connection)
   const raw = req.rawHeaders
@@ -97,7 +98,7 @@ function requestHeaders(req: IncomingMessage, ctx: RequestContext, channel: Comp
   const host = forwardedHost ?? req.headers.host
   if (host !== undefined) out.push('x-forwarded-host', host)
   out.push('traceparent', `00-${ctx.traceId}-${ctx.spanId}-${ctx.traceFlags}`)
-  if (gateway.requestId.on !== 'none') out.push(idHeader, ctx.requestId)
+  if (idHeader !== undefined) out.push(idHeader, ctx.requestId)
   out.push('x-correlation-id', ctx.correlationId)
   for (const [name, template] of channel.requestHeaders.set) {
     const value = template.literal ?? template.render((n) => contextValue(ctx, n))
@@ -178,14 +179,20 @@ export function forwardRequest(
   // The client went away: stop the upstream exchange too (no orphaned uploads or downloads).
   const onClientClose = (): void => {
     if (finished || res.writableFinished) return
-    controller?.abort(new Error('client closed the connection'))
+    // Finish before aborting: abort() calls onResponseError synchronously, which would otherwise
+    // record the client's departure as a 502 upstream_error.
     status = 499
     finish(undefined)
+    controller?.abort(new Error('client closed the connection'))
   }
   res.on('close', onClientClose)
 
   if (withBody && maxBody !== undefined) {
     let received = 0
+    // Pause first: a 'data' listener on a stream not explicitly paused switches it to flowing
+    // mode at once, and chunks that arrive before undici attaches its own listener (once the
+    // upstream connection is up) would be dropped. undici resumes the body when it is ready.
+    req.pause()
     req.on('data', (chunk: Buffer) => {
       received += chunk.length
       if (received > maxBody && !finished) {
