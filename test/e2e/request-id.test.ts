@@ -7,7 +7,9 @@ function configWith(upstream: TestUpstream, requestId: object) {
   return {
     gateway: { requestId },
     systems: { s: { kind: 'http', url: upstream.url } },
-    channels: [{ name: 'c', prefix: '/c', system: 's', rules: [{ path: '/closed/*' }, { path: '*', public: true }] }],
+    channels: [
+      { name: 'c', prefix: '/c', system: 's', rules: [{ path: '/closed/*' }, { path: '*', public: true }] },
+    ],
   }
 }
 
@@ -41,7 +43,11 @@ describe('request id modes', () => {
     const ok = await fetch(`${gw.publicUrl}/c/x`, { headers: { 'x-request-id': 'from-client' } })
     const seen = (await ok.json()) as { headers: Record<string, string> }
     assert.equal(ok.headers.get('x-request-id'), null)
-    assert.equal(seen.headers['x-request-id'], 'from-client', "a client's own header passes through untouched")
+    assert.equal(
+      seen.headers['x-request-id'],
+      'from-client',
+      "a client's own header passes through untouched",
+    )
     const denied = await fetch(`${gw.publicUrl}/c/closed/x`)
     assert.equal(denied.headers.get('x-request-id'), null)
     assert.ok(((await denied.json()) as { error: { requestId: string } }).error.requestId)
