@@ -13,6 +13,11 @@ export interface AdminKeys {
   /** The key generated on this start, to print once; undefined otherwise. */
   readonly generated: string | undefined
   readonly count: number
+  /**
+   * The same RUNR_ADMIN_KEY and generated key with `configured` as the configured keys, so a
+   * reload that rotates `gateway.admin.keys` takes effect (a removed key stops working).
+   */
+  withConfigured(configured: readonly string[]): AdminKeys
 }
 
 function digest(key: string): Buffer {
@@ -31,32 +36,38 @@ export async function resolveAdminKeys(
   env: NodeJS.ProcessEnv,
   dataDir: string,
 ): Promise<AdminKeys> {
-  const keys = [...configured]
+  // Keys that do not come from the config file: they survive every reload.
+  const fixed: Buffer[] = []
   const fromEnv = env['RUNR_ADMIN_KEY']
-  if (fromEnv !== undefined && fromEnv !== '') keys.push(fromEnv)
-  const digests = keys.map(digest)
+  if (fromEnv !== undefined && fromEnv !== '') fixed.push(digest(fromEnv))
   let generated: string | undefined
-  if (digests.length === 0) {
+  if (fixed.length === 0 && configured.length === 0) {
     const file = join(dataDir, generatedKeyFile)
     const stored = await readFile(file, 'utf8').catch(() => undefined)
     if (stored !== undefined && /^[0-9a-f]{64}$/.test(stored.trim())) {
-      digests.push(Buffer.from(stored.trim(), 'hex'))
+      fixed.push(Buffer.from(stored.trim(), 'hex'))
     } else {
       generated = `runr_admin_${randomBytes(24).toString('base64url')}`
       await mkdir(dataDir, { recursive: true })
       await writeFile(file, `${digest(generated).toString('hex')}\n`, { mode: 0o600 })
       await chmod(file, 0o600)
-      digests.push(digest(generated))
+      fixed.push(digest(generated))
     }
   }
-  return {
-    generated,
-    count: digests.length,
-    verify(presented) {
-      const candidate = digest(presented)
-      let match = false
-      for (const d of digests) match = timingSafeEqual(candidate, d) || match
-      return match
-    },
+  const build = (keys: readonly string[], shown: string | undefined): AdminKeys => {
+    const digests = [...keys.map(digest), ...fixed]
+    return {
+      generated: shown,
+      count: digests.length,
+      verify(presented) {
+        const candidate = digest(presented)
+        let match = false
+        for (const d of digests) match = timingSafeEqual(candidate, d) || match
+        return match
+      },
+      // Emptying the list would lock every operator out until a restart: keep the keys there are.
+      withConfigured: (next) => build(next.length === 0 && fixed.length === 0 ? keys : next, undefined),
+    }
   }
+  return build(configured, generated)
 }

@@ -67,6 +67,19 @@ export function createAdminServer(deps: AdminDeps): FastifyInstance {
     return503OnClosing: true,
   })
 
+  // The keys follow the running config: resolved once at start, a key removed from
+  // gateway.admin.keys by a reload kept working and a new one was refused until a restart.
+  let keys = deps.keys
+  let keysFrom = config.gateway.admin.keys
+  const currentKeys = (running: CompiledConfig): AdminKeys => {
+    const configured = running.gateway.admin.keys
+    if (configured !== keysFrom && JSON.stringify(configured) !== JSON.stringify(keysFrom)) {
+      keys = keys.withConfigured(configured)
+    }
+    keysFrom = configured
+    return keys
+  }
+
   app.addHook('onRequest', async (request, reply) => {
     request.runr = createContext(request.raw, deps.currentConfig(), performance.now())
     const url = request.url
@@ -79,7 +92,7 @@ export function createAdminServer(deps: AdminDeps): FastifyInstance {
     const header = request.headers.authorization
     const presented =
       typeof header === 'string' && /^Bearer /i.test(header) ? header.slice(7).trim() : undefined
-    if (presented === undefined || presented === '' || !deps.keys.verify(presented)) {
+    if (presented === undefined || presented === '' || !currentKeys(request.runr.config).verify(presented)) {
       return sendError(
         request,
         reply,
@@ -109,6 +122,17 @@ export function createAdminServer(deps: AdminDeps): FastifyInstance {
       },
       'request',
     )
+  })
+
+  // An empty body with a JSON content type is no body, not invalid JSON: `curl -X POST -H
+  // 'content-type: application/json'` on a route that takes none (POST /v1/config/reload) was
+  // refused with 400. Anything that is sent is still parsed strictly (prototype poisoning refused).
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = body.toString()
+    if (text === '') done(null, undefined)
+    else parseJson(request, text, done)
   })
 
   app.setErrorHandler((err, request, reply) => {

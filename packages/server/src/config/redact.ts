@@ -9,16 +9,29 @@ import type { RawConfig } from './schema.ts'
 const secretKey = /^(keys?|masterKey|secrets?|password|token|privateKey|apiKey|value)$/i
 const redacted = '[redacted]'
 
+// Credentials also travel in query strings (`?api_key=…`, `?token=…`, a presigned
+// `?X-Amz-Signature=…`); a parameter whose name says so is redacted like a password.
+const secretParam = /pass|pwd|secret|token|key|sig|auth|credential/i
+
 function redactUrl(value: string): string {
+  let url: URL
   try {
-    const url = new URL(value)
-    if (url.username === '' && url.password === '') return value
-    url.username = url.username === '' ? '' : redacted
-    url.password = url.password === '' ? '' : redacted
-    return url.toString()
+    url = new URL(value)
   } catch {
     return value
   }
+  let changed = false
+  if (url.username !== '' || url.password !== '') {
+    url.username = url.username === '' ? '' : redacted
+    url.password = url.password === '' ? '' : redacted
+    changed = true
+  }
+  for (const name of new Set(url.searchParams.keys())) {
+    if (!secretParam.test(name)) continue
+    url.searchParams.set(name, redacted)
+    changed = true
+  }
+  return changed ? url.toString() : value
 }
 
 /** A deep copy of `config` that is safe to show to an operator. */

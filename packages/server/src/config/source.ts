@@ -55,6 +55,14 @@ export async function openConfigSource(path: string, options: ConfigSourceOption
     try {
       const next = await loadAndCompile(file, options)
       if (next.text === currentText) return { ok: true, changed: false, version: current.version }
+      // An empty document is a valid config (every key has a default), so a reload that read the
+      // file between an editor's truncate and its write swapped in a gateway with no channels.
+      // An empty file is refused on reload; the write that follows triggers the next one.
+      if (next.text.trim() === '') {
+        throw new ConfigError([
+          { path: '(file)', message: 'the file is empty (a write in progress?); the running version stays' },
+        ])
+      }
       current = next.compiled
       currentText = next.text
       const result: ReloadResult = { ok: true, changed: true, version: current.version }

@@ -12,10 +12,16 @@ function probe(
   url: string,
   defaultPort: number,
   timeoutMs: number,
-  hello?: string,
+  hello?: string | Buffer,
   expect?: RegExp,
 ): Promise<string | undefined> {
-  const parsed = new URL(url)
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    // The schema checks only the scheme; an unparsable URL is a reason, not a 500 from /ready.
+    return Promise.resolve('invalid URL')
+  }
   const host = parsed.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1'
   const port = Number(parsed.port || defaultPort)
   return new Promise((done) => {
@@ -40,6 +46,8 @@ function probe(
   })
 }
 
+const sslRequest = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+
 /** The reasons the gateway's dependencies are not ready; empty when all answered. */
 export async function probeDependencies(config: CompiledConfig, timeoutMs = 1000): Promise<string[]> {
   const checks: Array<Promise<string | undefined>> = []
@@ -49,7 +57,12 @@ export async function probeDependencies(config: CompiledConfig, timeoutMs = 1000
     checks.push(probe(redis.url, 6379, timeoutMs, 'PING\r\n', /^[+-]/).then((p) => p && `redis: ${p}`))
   }
   if (store?.kind === 'postgres') {
-    checks.push(probe(store.url, 5432, timeoutMs).then((p) => p && `store (postgres): ${p}`))
+    // A bare TCP connect let any listener on the port pass for Postgres. An SSLRequest (length 8,
+    // code 80877103, the frontend/backend protocol's first message) is answered with one byte,
+    // S or N, by every server version before authentication, so no credentials are needed.
+    checks.push(
+      probe(store.url, 5432, timeoutMs, sslRequest, /^[SN]/).then((p) => p && `store (postgres): ${p}`),
+    )
   }
   for (const system of config.systems.values()) {
     if (system.kind !== 'nats') continue
