@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { mkdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
 import { stringify } from 'yaml'
-import { startTestGateway, type TestGateway } from '../support/gateway.ts'
+import { startGateway } from '../../packages/server/src/main.ts'
+import { startTestGateway, type TestGateway, testAdminKey } from '../support/gateway.ts'
 import { startUpstream, type TestUpstream } from '../support/upstream.ts'
 
 type ReloadProblem = { path: string; line?: number; message: string }
@@ -18,6 +21,7 @@ type ErrorBody = {
   }
 }
 
+const devNull = () => new Writable({ write: (_c, _e, done) => done() })
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** The version the gateway gives a config file: a short hash of its text. */
@@ -291,5 +295,115 @@ describe('a reload during a request', () => {
     assert.equal(await next.text(), 'answered by B')
     assert.equal(slow.requests.length, 1)
     assert.equal(fast.requests.length, 1)
+  })
+})
+
+describe('reload bookkeeping', () => {
+  let upstream: TestUpstream
+  const gateways: TestGateway[] = []
+  before(async () => {
+    upstream = await startUpstream()
+  })
+  after(async () => {
+    for (const gw of gateways) await gw.stop()
+    await upstream.close()
+  })
+
+  it('counts and logs a broken file once, however often it is re-read', async () => {
+    const gw = await startTestGateway({
+      systems: { backend: { kind: 'http', url: upstream.url } },
+      channels: [channel('one')],
+    })
+    gateways.push(gw)
+    const failures = await sample(gw, 'runr_config_reloads_total{result="failure"}')
+    await gw.writeConfig('channels: [ { name: one, system: nowhere } ]\n')
+    for (let i = 0; i < 3; i++) assert.equal((await gw.reload()).ok, false)
+    assert.equal(await sample(gw, 'runr_config_reloads_total{result="failure"}'), failures + 1)
+    assert.equal(gw.logs.filter((l) => l['msg'] === 'config reload refused').length, 1)
+    await gw.writeConfig('channels: [ { name: one, system: elsewhere } ]\n')
+    assert.equal((await gw.reload()).ok, false)
+    assert.equal(
+      await sample(gw, 'runr_config_reloads_total{result="failure"}'),
+      failures + 2,
+      'a new problem counts',
+    )
+  })
+
+  it('notices a changed ${file:…} value even when the YAML text is unchanged', async () => {
+    const gw = await startTestGateway({
+      systems: { backend: { kind: 'http', url: upstream.url } },
+      channels: [{ ...channel('one'), requestHeaders: { set: { 'X-Token': '${file:token.txt}' } } }],
+    }).catch(() => undefined)
+    // The first start reads token.txt relative to the config file, so it has to exist first.
+    assert.equal(gw, undefined, 'a missing ${file:} is refused at start')
+    const dir = await mkdtemp(join(tmpdir(), 'runr-reload-'))
+    await writeFile(join(dir, 'token.txt'), 'first\n')
+    const file = join(dir, '4runr.yaml')
+    await writeFile(
+      file,
+      stringify({
+        gateway: {
+          listen: { host: '127.0.0.1', port: 0 },
+          admin: { host: '127.0.0.1', port: 0 },
+          refreshMs: 0,
+        },
+        store: { kind: 'sqlite', path: join(dir, '4runr.db') },
+        systems: { backend: { kind: 'http', url: upstream.url } },
+        channels: [
+          { ...channel('one'), requestHeaders: { set: { 'X-Token': `\${file:${join(dir, 'token.txt')}}` } } },
+        ],
+      }),
+    )
+    const running = await startGateway({
+      configFile: file,
+      env: { RUNR_ADMIN_KEY: testAdminKey },
+      logDestination: devNull(),
+    })
+    try {
+      const seen = async () =>
+        ((await (await fetch(`${running.publicUrl}/one/x`)).json()) as { headers: Record<string, string> })
+          .headers['x-token']
+      assert.equal(await seen(), 'first')
+      await writeFile(join(dir, 'token.txt'), 'second\n')
+      const result = await running.reload()
+      assert.ok(result.ok && result.changed)
+      assert.equal(await seen(), 'second')
+    } finally {
+      await running.stop()
+    }
+  })
+
+  it('applies a changed refreshMs without a restart', async () => {
+    const gw = await startTestGateway({
+      gateway: { refreshMs: 0 },
+      systems: { backend: { kind: 'http', url: upstream.url } },
+      channels: [channel('one')],
+    })
+    gateways.push(gw)
+    const configFor = (channels: object[]) =>
+      stringify({
+        gateway: {
+          refreshMs: 200,
+          listen: { host: '127.0.0.1', port: 0 },
+          admin: { host: '127.0.0.1', port: 0 },
+        },
+        store: { kind: 'sqlite', path: join(gw.dir, '4runr.db') },
+        systems: { backend: { kind: 'http', url: upstream.url } },
+        channels,
+      })
+    await gw.writeConfig(configFor([channel('one')]))
+    assert.ok((await gw.reload()).ok)
+    assert.equal(gw.config().gateway.refreshMs, 200)
+    // As above: a symlinked file whose target is replaced is invisible to the watcher, so only
+    // the newly armed poll can find the change.
+    const live = join(gw.dir, 'live')
+    await mkdir(live)
+    await writeFile(join(live, '4runr.yaml'), await readFile(gw.configFile, 'utf8'))
+    await symlink(join('live', '4runr.yaml'), join(gw.dir, 'link.tmp'))
+    await rename(join(gw.dir, 'link.tmp'), gw.configFile)
+    await sleep(300)
+    await writeFile(join(live, '.tmp'), configFor([channel('one'), channel('polled')]))
+    await rename(join(live, '.tmp'), join(live, '4runr.yaml'))
+    assert.equal(await pollStatus(`${gw.publicUrl}/polled/x`, 200, 3000), 200)
   })
 })

@@ -33,38 +33,59 @@ export interface ConfigSource {
   close(): void
 }
 
-async function loadAndCompile(
-  file: string,
-  options: ConfigSourceOptions,
-): Promise<{ compiled: CompiledConfig; text: string }> {
-  const { config, text } = await loadConfigFile(file, { env: options.env })
-  await options.prepare?.(config)
-  return { compiled: compileConfig(config, text, options.compileOptions), text }
-}
-
 /** Load `file` for the first time; throws ConfigError when it is invalid. */
 export async function openConfigSource(path: string, options: ConfigSourceOptions): Promise<ConfigSource> {
   const file = resolve(path)
-  let { compiled: current, text: currentText } = await loadAndCompile(file, options)
+  const first = await loadConfigFile(file, { env: options.env })
+  await options.prepare?.(first.config)
+  let current = compileConfig(first.config, first.text, options.compileOptions)
+  // What a version is compared by: the interpolated config, so a changed ${file:…} secret or
+  // ${env:…} counts as a change even when the YAML text is the same.
+  let currentFingerprint = JSON.stringify(first.config)
+  let lastRefusal: string | undefined
+  let watching = false
   let watcher: FSWatcher | undefined
   let timer: NodeJS.Timeout | undefined
+  let timerEvery = 0
   let debounce: NodeJS.Timeout | undefined
   let running: Promise<ReloadResult> | undefined
+  let queued: Promise<ReloadResult> | undefined
+
+  function armPolling(): void {
+    const every = current.gateway.refreshMs
+    if (!watching || every === timerEvery) return
+    clearInterval(timer)
+    timerEvery = every
+    if (every > 0) {
+      timer = setInterval(() => void reload(), every)
+      timer.unref()
+    }
+  }
 
   async function reloadOnce(): Promise<ReloadResult> {
+    let text = ''
     try {
-      const next = await loadAndCompile(file, options)
-      if (next.text === currentText) return { ok: true, changed: false, version: current.version }
+      const next = await loadConfigFile(file, { env: options.env })
+      text = next.text
+      const fingerprint = JSON.stringify(next.config)
+      if (fingerprint === currentFingerprint) {
+        lastRefusal = undefined
+        return { ok: true, changed: false, version: current.version }
+      }
       // An empty document is a valid config (every key has a default), so a reload that read the
       // file between an editor's truncate and its write swapped in a gateway with no channels.
       // An empty file is refused on reload; the write that follows triggers the next one.
-      if (next.text.trim() === '') {
+      if (text.trim() === '') {
         throw new ConfigError([
           { path: '(file)', message: 'the file is empty (a write in progress?); the running version stays' },
         ])
       }
-      current = next.compiled
-      currentText = next.text
+      await options.prepare?.(next.config)
+      const compiled = compileConfig(next.config, text, options.compileOptions)
+      current = compiled
+      currentFingerprint = fingerprint
+      lastRefusal = undefined
+      armPolling()
       const result: ReloadResult = { ok: true, changed: true, version: current.version }
       options.onReload?.(result, current)
       return result
@@ -77,17 +98,31 @@ export async function openConfigSource(path: string, options: ConfigSourceOption
         error: err instanceof Error ? err.message : String(err),
         problems,
       }
-      options.onReload?.(result, current)
+      // The same broken file is refused on every poll; it is logged and counted once, not every
+      // refreshMs, until it changes.
+      const refusal = `${text}\u0000${result.error}`
+      if (refusal !== lastRefusal) {
+        lastRefusal = refusal
+        options.onReload?.(result, current)
+      }
       return result
     }
   }
 
-  // Reloads never overlap: a change during a reload is picked up by the next one.
+  // Reloads never overlap. A reload asked for while one runs gets a follow-up run of its own, so
+  // a change written during a reload is never answered with the older read.
   const reload = (): Promise<ReloadResult> => {
-    running ??= reloadOnce().finally(() => {
-      running = undefined
+    if (running === undefined) {
+      running = reloadOnce().finally(() => {
+        running = undefined
+      })
+      return running
+    }
+    queued ??= running.then(() => {
+      queued = undefined
+      return reload()
     })
-    return running
+    return queued
   }
 
   return {
@@ -108,13 +143,11 @@ export async function openConfigSource(path: string, options: ConfigSourceOption
       } catch {
         // A directory that cannot be watched still gets the periodic re-read.
       }
-      const every = current.gateway.refreshMs
-      if (every > 0) {
-        timer = setInterval(() => void reload(), every)
-        timer.unref()
-      }
+      watching = true
+      armPolling()
     },
     close() {
+      watching = false
       watcher?.close()
       clearInterval(timer)
       clearTimeout(debounce)
