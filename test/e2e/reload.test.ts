@@ -54,6 +54,24 @@ async function pollStatus(url: string, status: number, ms: number): Promise<numb
   return seen
 }
 
+/**
+ * Make the config path a symlink into a subdirectory, the way Kubernetes mounts a ConfigMap: the
+ * watcher on the file's own directory sees nothing when the target is replaced, so only polling
+ * can find the change. Returns a function that atomically replaces the target (temp file + rename).
+ */
+async function symlinkConfig(gw: TestGateway): Promise<(text: string) => Promise<void>> {
+  const live = join(gw.dir, 'live')
+  await mkdir(live)
+  await writeFile(join(live, '4runr.yaml'), await readFile(gw.configFile, 'utf8'))
+  await symlink(join('live', '4runr.yaml'), join(gw.dir, 'link.tmp'))
+  await rename(join(gw.dir, 'link.tmp'), gw.configFile)
+  await sleep(300)
+  return async (text) => {
+    await writeFile(join(live, '.4runr.yaml.tmp'), text)
+    await rename(join(live, '.4runr.yaml.tmp'), join(live, '4runr.yaml'))
+  }
+}
+
 function channel(name: string, system = 'backend') {
   return { name, prefix: `/${name}`, system, rules: [{ path: '*', public: true }] }
 }
@@ -226,18 +244,8 @@ describe('periodic re-read (gateway.refreshMs)', () => {
   })
 
   it('picks up a change that the file watcher cannot see', async () => {
-    // The config path becomes a symlink into a subdirectory, the way Kubernetes mounts a
-    // ConfigMap: the watcher on the file's own directory sees nothing when the target is replaced.
-    const live = join(gw.dir, 'live')
-    await mkdir(live)
-    await writeFile(join(live, '4runr.yaml'), await readFile(gw.configFile, 'utf8'))
-    await symlink(join('live', '4runr.yaml'), join(gw.dir, 'link.tmp'))
-    await rename(join(gw.dir, 'link.tmp'), gw.configFile)
-    await sleep(300)
-
-    // An atomic replace of the target: write a temp file, then rename it over the old one.
-    await writeFile(join(live, '.4runr.yaml.tmp'), configFor([channel('one'), channel('polled')]))
-    await rename(join(live, '.4runr.yaml.tmp'), join(live, '4runr.yaml'))
+    const replaceTarget = await symlinkConfig(gw)
+    await replaceTarget(configFor([channel('one'), channel('polled')]))
     assert.equal(await pollStatus(`${gw.publicUrl}/polled/x`, 200, 3000), 200)
     assert.equal(gw.config().version, await versionOf(gw.configFile))
   })
@@ -394,16 +402,9 @@ describe('reload bookkeeping', () => {
     await gw.writeConfig(configFor([channel('one')]))
     assert.ok((await gw.reload()).ok)
     assert.equal(gw.config().gateway.refreshMs, 200)
-    // As above: a symlinked file whose target is replaced is invisible to the watcher, so only
-    // the newly armed poll can find the change.
-    const live = join(gw.dir, 'live')
-    await mkdir(live)
-    await writeFile(join(live, '4runr.yaml'), await readFile(gw.configFile, 'utf8'))
-    await symlink(join('live', '4runr.yaml'), join(gw.dir, 'link.tmp'))
-    await rename(join(gw.dir, 'link.tmp'), gw.configFile)
-    await sleep(300)
-    await writeFile(join(live, '.tmp'), configFor([channel('one'), channel('polled')]))
-    await rename(join(live, '.tmp'), join(live, '4runr.yaml'))
+    // Only the newly armed poll can see a change to a symlinked file's target.
+    const replaceTarget = await symlinkConfig(gw)
+    await replaceTarget(configFor([channel('one'), channel('polled')]))
     assert.equal(await pollStatus(`${gw.publicUrl}/polled/x`, 200, 3000), 200)
   })
 })

@@ -8,7 +8,7 @@ import type { DestinationStream } from 'pino'
 import { type AdminKeys, resolveAdminKeys } from './admin/admin-keys.ts'
 import { createAdminServer } from './admin/admin-server.ts'
 import { configRoutes } from './admin/config-routes.ts'
-import type { CompiledConfig } from './config/compile.ts'
+import { type CompiledConfig, demoOriginPlaceholder } from './config/compile.ts'
 import type { RawConfig } from './config/schema.ts'
 import { type ConfigSource, openConfigSource, type ReloadResult } from './config/source.ts'
 import { type DemoUpstream, startDemoUpstream } from './demo/demo-upstream.ts'
@@ -74,7 +74,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const source: ConfigSource = await openConfigSource(options.configFile, {
     env,
     prepare,
-    compileOptions: { resolveDemoOrigin: () => demo?.origin ?? 'http://127.0.0.1:0' },
+    compileOptions: { resolveDemoOrigin: () => demo?.origin ?? demoOriginPlaceholder },
     onReload(result, config) {
       metrics.configReload(result.ok ? 'success' : 'failure')
       if (result.ok) {

@@ -49,8 +49,6 @@ export interface PipelineDeps {
   /** Tried in order; the first that returns a principal wins. Empty: only public routes work. */
   authenticators: readonly Authenticator[]
   readiness(): Promise<Readiness>
-  /** Routes not served by a channel or a built-in; answers 404 by default. */
-  fallback?: (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => void
 }
 
 export interface Pipeline {
@@ -176,13 +174,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
 
       const match = matchChannel(ctx.config, ctx.path)
       if (match === undefined) {
-        if (deps.fallback !== undefined) {
-          deps.fallback(req, res, ctx)
-          res.once('finish', () => {
-            ctx.status = res.statusCode
-            record(ctx, true)
-          })
-        } else fail(req, res, ctx, new GatewayError('not_found'))
+        fail(req, res, ctx, new GatewayError('not_found'))
         return
       }
       const { channel } = match
