@@ -1,0 +1,124 @@
+/**
+ * Load generation: `wrk` for throughput when it is installed (autocannon otherwise), and
+ * bench/fixed-rate.ts at a fixed request rate for latency. Both run as child processes pinned to the
+ * load CPU, so the generator never shares a core with the proxy under test.
+ */
+import { join } from 'node:path'
+import { type Pinning, pinPrefix, ROOT, runToEnd } from './proc.ts'
+
+/** One load run's result. Latencies are in milliseconds. */
+export interface LoadResult {
+  rps: number
+  p50: number
+  p99: number
+  requests: number
+  /** responses that were not 2xx/3xx */
+  non2xx: number
+  /** connect/read/write/timeout errors */
+  errors: number
+}
+
+/** Converts a wrk duration (`812.00us`, `1.23ms`, `2.00s`, `1.00m`) to milliseconds. */
+export function wrkDurationMs(text: string): number {
+  const m = /^([\d.]+)(us|ms|s|m|h)$/.exec(text.trim())
+  if (!m) throw new Error(`not a wrk duration: ${JSON.stringify(text)}`)
+  const value = Number(m[1])
+  switch (m[2]) {
+    case 'us':
+      return value / 1000
+    case 'ms':
+      return value
+    case 's':
+      return value * 1000
+    case 'm':
+      return value * 60_000
+    default:
+      return value * 3_600_000
+  }
+}
+
+/** Parses the output of `wrk --latency`. Throws when Requests/sec or the distribution is missing. */
+export function parseWrk(output: string): LoadResult {
+  const rps = /^Requests\/sec:\s+([\d.]+)/m.exec(output)
+  const p50 = /^\s+50%\s+(\S+)/m.exec(output)
+  const p99 = /^\s+99%\s+(\S+)/m.exec(output)
+  if (!rps?.[1] || !p50?.[1] || !p99?.[1]) {
+    throw new Error(`could not parse wrk output:\n${output.trim()}`)
+  }
+  const requests = /^\s+(\d+) requests in /m.exec(output)
+  const non2xx = /^\s+Non-2xx or 3xx responses:\s+(\d+)/m.exec(output)
+  const socket = /^\s+Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/m.exec(output)
+  const errors = socket ? socket.slice(1, 5).reduce((sum, n) => sum + Number(n), 0) : 0
+  return {
+    rps: Number(rps[1]),
+    p50: wrkDurationMs(p50[1]),
+    p99: wrkDurationMs(p99[1]),
+    requests: requests?.[1] ? Number(requests[1]) : 0,
+    non2xx: non2xx?.[1] ? Number(non2xx[1]) : 0,
+    errors,
+  }
+}
+
+export interface LoadOptions {
+  url: string
+  durationSec: number
+  connections: number
+  pinning: Pinning
+}
+
+/** `wrk -t1 -cN -dDs --latency URL`, pinned to the load CPU. */
+export async function runWrk(options: LoadOptions): Promise<LoadResult> {
+  const argv = [
+    ...pinPrefix(options.pinning, 'load'),
+    'wrk',
+    '-t1',
+    `-c${options.connections}`,
+    `-d${options.durationSec}s`,
+    '--latency',
+    options.url,
+  ]
+  const { code, stdout, stderr } = await runToEnd('wrk', argv, {
+    timeoutMs: (options.durationSec + 30) * 1000,
+  })
+  if (code !== 0) throw new Error(`wrk exited ${code}: ${stderr.trim() || stdout.trim()}`)
+  return parseWrk(stdout)
+}
+
+/** What `bench/fixed-rate.ts` prints (one JSON line). */
+export interface RateResult extends LoadResult {
+  /** the rate asked for (0: as fast as possible) */
+  rate: number
+  tool: 'paced' | 'autocannon'
+  /** autocannon's own (whole-millisecond) histogram, for reference (autocannon runs only) */
+  autocannon?: { p50: number; p97_5: number; p99: number }
+}
+
+/**
+ * Runs `bench/fixed-rate.ts` in a child process pinned to the load CPU: `rate` requests/s
+ * with `tool` (see fixed-rate.ts), or with `rate` 0 autocannon unthrottled, which is the
+ * throughput fallback when wrk is missing.
+ */
+export async function runFixedRate(
+  options: LoadOptions & { rate: number; tool?: 'paced' | 'autocannon' },
+): Promise<RateResult> {
+  const argv = [
+    ...pinPrefix(options.pinning, 'load'),
+    process.execPath,
+    '--import',
+    'tsx',
+    join(ROOT, 'bench', 'fixed-rate.ts'),
+    options.url,
+    String(options.rate),
+    String(options.durationSec),
+    String(options.connections),
+    options.tool ?? 'paced',
+  ]
+  const { code, stdout, stderr } = await runToEnd('fixed-rate', argv, {
+    timeoutMs: (options.durationSec + 30) * 1000,
+  })
+  const line = stdout.trim().split('\n').pop() ?? ''
+  if (code !== 0 || !line.startsWith('{')) {
+    throw new Error(`fixed-rate.ts exited ${code}: ${stderr.trim() || stdout.trim()}`)
+  }
+  return JSON.parse(line) as RateResult
+}

@@ -1,0 +1,172 @@
+/**
+ * Turns the measured runs into rows (median per target over the rounds), the printed table,
+ * and the acceptance checks. Pure functions, tested in bench.test.ts.
+ */
+import type { LoadResult } from './load.ts'
+
+/** Everything measured for one target in one run. */
+export interface TargetSamples {
+  name: string
+  about?: string
+  url?: string
+  /** why the target did not run (not built, not installed, failed to start) */
+  skipped?: string
+  /** one throughput result per round */
+  throughput: LoadResult[]
+  /** one fixed-rate latency result per round */
+  fixedRate: LoadResult[]
+}
+
+export interface Row {
+  name: string
+  about?: string
+  url?: string
+  skipped?: string
+  /** medians over the rounds; null when nothing was measured */
+  rps: number | null
+  p50: number | null
+  p99: number | null
+  /** rps / reference rps */
+  ratio: number | null
+  fixedP50: number | null
+  fixedP99: number | null
+  /** fixed-rate p99 minus the reference's fixed-rate p99, ms */
+  fixedP99MinusRef: number | null
+  /** non-2xx responses and socket errors over all runs (should be 0) */
+  non2xx: number
+  errors: number
+  throughput: LoadResult[]
+  fixedRate: LoadResult[]
+}
+
+/** Median (mean of the middle two for an even count); null for no values. */
+export function median(values: number[]): number | null {
+  if (values.length === 0) return null
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+/** One row per target; ratios and differences are relative to the `reference` row. */
+export function buildRows(samples: TargetSamples[], reference = 'nginx'): Row[] {
+  const base = samples.map((s) => ({
+    name: s.name,
+    about: s.about,
+    url: s.url,
+    skipped: s.skipped,
+    rps: median(s.throughput.map((r) => r.rps)),
+    p50: median(s.throughput.map((r) => r.p50)),
+    p99: median(s.throughput.map((r) => r.p99)),
+    fixedP50: median(s.fixedRate.map((r) => r.p50)),
+    fixedP99: median(s.fixedRate.map((r) => r.p99)),
+    non2xx: [...s.throughput, ...s.fixedRate].reduce((sum, r) => sum + r.non2xx, 0),
+    errors: [...s.throughput, ...s.fixedRate].reduce((sum, r) => sum + r.errors, 0),
+    throughput: s.throughput,
+    fixedRate: s.fixedRate,
+  }))
+  const ref = base.find((r) => r.name === reference)
+  return base.map((r) => ({
+    ...r,
+    ratio: r.rps !== null && ref?.rps ? r.rps / ref.rps : null,
+    fixedP99MinusRef: r.fixedP99 !== null && ref?.fixedP99 != null ? r.fixedP99 - ref.fixedP99 : null,
+  }))
+}
+
+const dash = '–'
+const fmtInt = (n: number | null) => (n === null ? dash : Math.round(n).toLocaleString('en-US'))
+const fmtMs = (n: number | null) => (n === null ? dash : n.toFixed(2))
+const fmtRatio = (n: number | null) => (n === null ? dash : `${n.toFixed(2)}×`)
+const fmtDiff = (n: number | null) => (n === null ? dash : `${n >= 0 ? '+' : ''}${n.toFixed(2)}`)
+
+export const COLUMNS = [
+  'target',
+  'RPS',
+  'p50 ms',
+  'p99 ms',
+  'ratio to nginx (RPS)',
+  'fixed-rate p50',
+  'fixed-rate p99',
+  'p99 minus nginx p99',
+]
+
+/** The table's cells, one array per row (skipped rows say why in the RPS column). */
+export function tableCells(rows: Row[]): string[][] {
+  return rows.map((r) => {
+    if (r.skipped) return [r.name, r.skipped, '', '', '', '', '', '']
+    const flag = r.non2xx + r.errors > 0 ? ` (${r.non2xx} non-2xx, ${r.errors} errors)` : ''
+    return [
+      r.name + flag,
+      fmtInt(r.rps),
+      fmtMs(r.p50),
+      fmtMs(r.p99),
+      fmtRatio(r.ratio),
+      fmtMs(r.fixedP50),
+      fmtMs(r.fixedP99),
+      fmtDiff(r.fixedP99MinusRef),
+    ]
+  })
+}
+
+/** A Markdown table, columns padded so it also reads well in a terminal. */
+export function formatTable(rows: Row[]): string {
+  const cells = [COLUMNS, ...tableCells(rows)]
+  const widths = COLUMNS.map((_, i) => Math.max(...cells.map((row) => (row[i] ?? '').length)))
+  const line = (row: string[]) =>
+    `| ${row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`
+  const rule = `|${widths.map((w, i) => (i === 0 ? `${'-'.repeat(w + 1)}-` : `${'-'.repeat(w + 1)}:`)).join('|')}|`
+  return [line(COLUMNS), rule, ...cells.slice(1).map(line)].join('\n')
+}
+
+export interface Check {
+  name: string
+  /** null: could not be evaluated (a row is missing) */
+  pass: boolean | null
+  detail: string
+}
+
+export const MIN_RPS_RATIO = 0.3
+export const MAX_FIXED_P99_DIFF_MS = 1
+/** Thresholds are inclusive; this keeps floating-point noise from deciding a check. */
+const EPSILON = 1e-9
+
+/** The issue's acceptance checks for `subject` against the reference row. */
+export function acceptanceChecks(rows: Row[], subject = 'gateway', reference = 'nginx'): Check[] {
+  const s = rows.find((r) => r.name === subject)
+  const ref = rows.find((r) => r.name === reference)
+  const missing = (what: string) =>
+    !s || s.skipped
+      ? `${subject}: ${s?.skipped ?? 'no row'}`
+      : !ref || ref.skipped
+        ? `${reference}: ${ref?.skipped ?? 'no row'}`
+        : `no ${what} measured`
+  const throughput: Check =
+    s?.ratio != null && ref?.rps != null && s.rps != null
+      ? {
+          name: `${subject} RPS ≥ ${MIN_RPS_RATIO * 100}% of ${reference}`,
+          pass: s.ratio >= MIN_RPS_RATIO - EPSILON,
+          detail: `${(s.ratio * 100).toFixed(2)}% (${fmtInt(s.rps)} vs ${fmtInt(ref.rps)})`,
+        }
+      : {
+          name: `${subject} RPS ≥ ${MIN_RPS_RATIO * 100}% of ${reference}`,
+          pass: null,
+          detail: missing('RPS'),
+        }
+  const latency: Check =
+    s?.fixedP99MinusRef != null && s.fixedP99 != null && ref?.fixedP99 != null
+      ? {
+          name: `${subject} fixed-rate p99 within ${MAX_FIXED_P99_DIFF_MS} ms of ${reference}`,
+          pass: s.fixedP99MinusRef <= MAX_FIXED_P99_DIFF_MS + EPSILON,
+          detail: `${fmtDiff(s.fixedP99MinusRef)} ms (${fmtMs(s.fixedP99)} vs ${fmtMs(ref.fixedP99)})`,
+        }
+      : {
+          name: `${subject} fixed-rate p99 within ${MAX_FIXED_P99_DIFF_MS} ms of ${reference}`,
+          pass: null,
+          detail: missing('fixed-rate p99'),
+        }
+  return [throughput, latency]
+}
+
+export function formatCheck(c: Check): string {
+  const verdict = c.pass === null ? 'SKIP' : c.pass ? 'PASS' : 'FAIL'
+  return `${verdict}  ${c.name}: ${c.detail}`
+}

@@ -1,0 +1,282 @@
+/**
+ * `npm run bench`: the gateway against nginx, the bare-Node ceiling and the upstream itself,
+ * back to back in one run, interleaved over several rounds; prints a table of medians and the
+ * acceptance checks, and writes bench/results/latest.json.
+ *
+ * Environment:
+ *   BENCH_ROUNDS=3          rounds (each round loads every target once, in order)
+ *   BENCH_DURATION=10       seconds per throughput run (wrk -t1 -c50 --latency)
+ *   BENCH_WARMUP=3          seconds of unrecorded load per target before the first round
+ *   BENCH_RATE=2000         requests/s of the fixed-rate latency run (autocannon overallRate)
+ *   BENCH_RATE_DURATION=10  seconds per fixed-rate run
+ *   BENCH_RATE_TOOL=paced   paced (even, open loop) or autocannon (overallRate: one burst a second);
+ *                           see fixed-rate.ts
+ *   BENCH_LOAD_TOOL=wrk     throughput generator: wrk when installed, else autocannon
+ *   BENCH_UPSTREAM=raw      raw (node:net responder) or http (node:http); see upstream.ts
+ *   BENCH_CONNECTIONS=50    connections, both kinds of run
+ *   BENCH_TARGETS=a,b       only these targets (nginx is kept as the reference when present)
+ *   BENCH_QUICK=1           smoke test: 1 round of 3 s (warm-up 2 s, fixed-rate 3 s)
+ *   BENCH_STRICT=1          exit 1 when an acceptance check fails
+ *   BENCH_NO_PIN=1          do not pin with taskset
+ */
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { type LoadResult, runFixedRate, runWrk } from './load.ts'
+import { detectPinning, hasCommand, killAllNow, type Pinning, ROOT, stopAll } from './proc.ts'
+import { acceptanceChecks, buildRows, formatCheck, formatTable, type TargetSamples } from './report.ts'
+import { type BenchContext, type Running, startUpstream, TARGETS, type Target } from './targets.ts'
+import { upstreamKind } from './upstream.ts'
+
+function envNumber(name: string, fallback: number): number {
+  const raw = process.env[name]
+  if (raw === undefined || raw === '') return fallback
+  const n = Number(raw)
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got ${raw}`)
+  return n
+}
+
+const quick = process.env['BENCH_QUICK'] === '1'
+const params = {
+  quick,
+  rounds: envNumber('BENCH_ROUNDS', quick ? 1 : 3),
+  durationSec: envNumber('BENCH_DURATION', quick ? 3 : 10),
+  warmupSec: envNumber('BENCH_WARMUP', quick ? 2 : 3),
+  rate: envNumber('BENCH_RATE', 2000),
+  rateDurationSec: envNumber('BENCH_RATE_DURATION', quick ? 3 : 10),
+  connections: envNumber('BENCH_CONNECTIONS', 50),
+  threads: 1,
+  path: '/bench/hello',
+  loadGenerator: loadToolFromEnv(process.env['BENCH_LOAD_TOOL']),
+  rateTool: rateToolFromEnv(process.env['BENCH_RATE_TOOL']),
+  upstream: upstreamKind(process.env['BENCH_UPSTREAM']),
+}
+
+function loadToolFromEnv(value: string | undefined): 'wrk' | 'autocannon' {
+  if (value === 'autocannon' || value === 'wrk') return value
+  if (value) throw new Error(`BENCH_LOAD_TOOL must be wrk or autocannon, got ${value}`)
+  return hasCommand('wrk') ? 'wrk' : 'autocannon'
+}
+
+function rateToolFromEnv(value: string | undefined): 'paced' | 'autocannon' {
+  if (value === undefined || value === '' || value === 'paced') return 'paced'
+  if (value === 'autocannon') return 'autocannon'
+  throw new Error(`BENCH_RATE_TOOL must be paced or autocannon, got ${value}`)
+}
+
+function commandOutput(argv: string[]): string | null {
+  const [cmd, ...args] = argv
+  const r = spawnSync(cmd!, args, { cwd: ROOT, encoding: 'utf8' })
+  if (r.status !== 0 && !r.stdout && !r.stderr) return null
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] ?? null
+}
+
+function machineInfo(pinning: Pinning) {
+  return {
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    nproc: availableParallelism(),
+    memGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    os: `${process.platform} ${release()}`,
+    node: process.version,
+    commit: commandOutput(['git', 'rev-parse', '--short', 'HEAD']) ?? 'unknown',
+    dirty: (commandOutput(['git', 'status', '--porcelain']) ?? '') !== '',
+    date: new Date().toISOString(),
+    /** 1-minute load average before the run: above ~0.5, something else is using the CPUs */
+    loadBefore: Math.round(loadavg()[0]! * 100) / 100,
+    nginx: hasCommand('nginx') ? commandOutput(['nginx', '-v']) : null,
+    wrk: hasCommand('wrk') ? commandOutput(['wrk', '-v']) : null,
+    pinning,
+  }
+}
+
+const log = (line = '') => process.stdout.write(`${line}\n`)
+const fmt = (r: LoadResult) =>
+  `${Math.round(r.rps).toLocaleString('en-US').padStart(7)} rps  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms` +
+  (r.non2xx + r.errors > 0 ? `  (${r.non2xx} non-2xx, ${r.errors} errors)` : '')
+
+interface Live {
+  target: Target
+  running: Running
+  samples: TargetSamples
+}
+
+let cleanup: (() => Promise<void>) | undefined
+let cleaningUp = false
+
+async function main(): Promise<number> {
+  const pinning = detectPinning()
+  const machine = machineInfo(pinning)
+  const tmpDir = mkdtempSync(join(tmpdir(), 'runr-bench-'))
+  const started: Running[] = []
+  cleanup = async () => {
+    await Promise.allSettled(started.map((r) => r.stop()))
+    await stopAll()
+    rmSync(tmpDir, { recursive: true, force: true })
+  }
+
+  log(
+    `4runr bench: ${machine.cpuModel}, ${machine.nproc} CPUs, Node ${machine.node}, commit ${machine.commit}`,
+  )
+  if (machine.loadBefore > 0.5) {
+    log(
+      `warning: load average ${machine.loadBefore} before the run: other processes are using the CPUs and will make the numbers noisy`,
+    )
+  }
+  log(
+    pinning.enabled
+      ? `pinning: proxy under test on CPU ${pinning.proxyCpu}; upstream and load generator on CPU ${pinning.loadCpu}`
+      : `pinning unavailable (${pinning.reason}): processes share all CPUs, numbers are noisier`,
+  )
+  if (params.loadGenerator === 'wrk') {
+    log(`throughput: wrk -t${params.threads} -c${params.connections} -d${params.durationSec}s --latency`)
+  } else {
+    log(
+      hasCommand('wrk')
+        ? 'throughput measured with autocannon (BENCH_LOAD_TOOL=autocannon);'
+        : 'wrk not found: throughput measured with autocannon instead (run bench/setup as root to install wrk);',
+    )
+    log('  autocannon is slower than wrk, so the fastest rows may be limited by the load generator')
+  }
+  log(
+    params.rateTool === 'paced'
+      ? `latency: ${params.rate} requests/s paced evenly (open loop, undici pool of up to ${params.connections} connections), ${params.rateDurationSec}s`
+      : `latency: autocannon overallRate ${params.rate}/s, ${params.connections} connections, ${params.rateDurationSec}s (sent in one burst per second)`,
+  )
+  log(`upstream: ${params.upstream === 'raw' ? 'raw node:net responder' : 'node:http server'}`)
+  log(
+    `${params.rounds} round(s), ${params.warmupSec}s warm-up per target${params.quick ? ' (BENCH_QUICK)' : ''}`,
+  )
+  log()
+
+  const upstream = await startUpstream(pinning, params.upstream)
+  started.push(upstream)
+  const ctx: BenchContext = {
+    tmpDir,
+    upstreamUrl: upstream.url,
+    upstreamPort: upstream.port,
+    pinning,
+    path: params.path,
+  }
+
+  const only = process.env['BENCH_TARGETS']?.split(',').map((s) => s.trim())
+  const chosen = only ? TARGETS.filter((t) => only.includes(t.name) || t.name === 'nginx') : TARGETS
+  const all: TargetSamples[] = []
+  const live: Live[] = []
+  for (const target of chosen) {
+    const samples: TargetSamples = { name: target.name, about: target.about, throughput: [], fixedRate: [] }
+    all.push(samples)
+    const reason = target.unavailable?.(ctx) ?? null
+    if (reason) {
+      samples.skipped = reason
+      log(`${target.name}: ${reason}`)
+      continue
+    }
+    try {
+      const running = await target.start(ctx)
+      started.push(running)
+      samples.url = running.url
+      live.push({ target, running, samples })
+      log(`${target.name}: ${running.url}`)
+    } catch (err) {
+      samples.skipped = 'failed to start'
+      log(`${target.name}: failed to start: ${(err as Error).message}`)
+    }
+  }
+  log()
+
+  const throughputRun = (url: string, durationSec: number) =>
+    params.loadGenerator === 'wrk'
+      ? runWrk({ url, durationSec, connections: params.connections, pinning })
+      : runFixedRate({ url, durationSec, connections: params.connections, pinning, rate: 0 })
+
+  /** Runs `fn` for a live target; a failure takes the target out of the run with the reason. */
+  const attempt = async (l: Live, what: string, fn: () => Promise<void>) => {
+    if (l.samples.skipped) return
+    try {
+      await fn()
+    } catch (err) {
+      l.samples.skipped = `failed during ${what}`
+      const output = l.running.proc?.output().trim()
+      log(`  ${l.target.name}: ${what} failed: ${(err as Error).message}${output ? `\n${output}` : ''}`)
+    }
+  }
+
+  log(`warm-up (${params.warmupSec}s each)`)
+  for (const l of live) {
+    await attempt(l, 'warm-up', async () => {
+      await throughputRun(l.running.url, params.warmupSec)
+    })
+  }
+
+  for (let round = 1; round <= params.rounds; round++) {
+    log(`round ${round}/${params.rounds}: throughput`)
+    for (const l of live) {
+      await attempt(l, `round ${round} throughput`, async () => {
+        const r = await throughputRun(l.running.url, params.durationSec)
+        l.samples.throughput.push(r)
+        log(`  ${l.target.name.padEnd(10)} ${fmt(r)}`)
+      })
+    }
+    log(`round ${round}/${params.rounds}: fixed rate ${params.rate}/s`)
+    for (const l of live) {
+      await attempt(l, `round ${round} fixed rate`, async () => {
+        const r = await runFixedRate({
+          url: l.running.url,
+          durationSec: params.rateDurationSec,
+          connections: params.connections,
+          pinning,
+          rate: params.rate,
+          tool: params.rateTool,
+        })
+        l.samples.fixedRate.push(r)
+        log(`  ${l.target.name.padEnd(10)} ${fmt(r)}`)
+      })
+    }
+  }
+
+  const rows = buildRows(all)
+  const checks = acceptanceChecks(rows)
+  log()
+  log(`medians over ${params.rounds} round(s); latencies in ms; fixed rate = ${params.rate} requests/s`)
+  log(formatTable(rows))
+  log(`p99 minus nginx p99: the fixed-rate p99 minus nginx's fixed-rate p99 (ms)`)
+  log()
+  for (const c of checks) log(formatCheck(c))
+
+  const resultsDir = join(ROOT, 'bench', 'results')
+  mkdirSync(resultsDir, { recursive: true })
+  const file = join(resultsDir, 'latest.json')
+  writeFileSync(file, `${JSON.stringify({ machine, parameters: params, rows, checks }, null, 2)}\n`)
+  log()
+  log(`wrote ${file}`)
+  return process.env['BENCH_STRICT'] === '1' && checks.some((c) => c.pass === false) ? 1 : 0
+}
+
+async function shutdown(code: number): Promise<never> {
+  if (!cleaningUp) {
+    cleaningUp = true
+    try {
+      await cleanup?.()
+    } catch (err) {
+      process.stderr.write(`cleanup: ${(err as Error).message}\n`)
+    }
+  }
+  process.exit(code)
+}
+
+process.on('exit', killAllNow)
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    process.stderr.write(`\n${signal}: stopping everything the benchmark started\n`)
+    void shutdown(130)
+  })
+}
+
+main().then(
+  (code) => shutdown(code),
+  (err: Error) => {
+    process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`)
+    return shutdown(1)
+  },
+)
