@@ -4,7 +4,7 @@
  * Request bodies are piped from the client socket; response chunks are written as they arrive and
  * the upstream is paused while the client is slow.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { CompiledChannel } from '../config/compile.ts'
 import { GatewayError } from '../errors/gateway-error.ts'
@@ -107,41 +107,26 @@ function requestHeaders(req: IncomingMessage, ctx: RequestContext, channel: Comp
   return out
 }
 
-/**
- * The client's response head from the upstream's raw header list, as a flat [name, value, …] list
- * for writeHead: bytes kept as they came (latin1), hop-by-hop and removed headers dropped, the
- * channel's headers and the gateway's ids set.
- */
-function responseHeaders(raw: Buffer[], ctx: RequestContext, channel: CompiledChannel): string[] {
+function responseHeaders(
+  upstream: Record<string, string | string[] | undefined>,
+  ctx: RequestContext,
+  channel: CompiledChannel,
+): OutgoingHttpHeaders {
   const remove = channel.responseHeaders.remove
-  const { header: idHeader, on } = ctx.config.gateway.requestId
-  const setsId = on === 'always'
-  const out: string[] = []
-  let connection: string | undefined
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1')
-    const lower = name.toLowerCase()
-    if (hopByHop.has(lower)) {
-      if (lower === 'connection') connection = raw[i + 1]!.toString('latin1')
-      continue
-    }
-    if (remove.has(lower) || lower === 'x-correlation-id' || (setsId && lower === idHeader)) continue
-    out.push(name, raw[i + 1]!.toString('latin1'))
+  const listed = connectionTokens(upstream['connection'])
+  const out: OutgoingHttpHeaders = {}
+  for (const name in upstream) {
+    if (hopByHop.has(name) || remove.has(name) || listed?.has(name)) continue
+    out[name] = upstream[name]
   }
-  // Headers named in Connection are hop-by-hop for this message (rare beyond keep-alive/close).
-  const listed =
-    connection === undefined || connection === 'keep-alive' || connection === 'close'
-      ? undefined
-      : connectionTokens(connection)
-  const kept =
-    listed === undefined ? out : out.filter((_v, i, all) => !listed.has(all[i - (i % 2)]!.toLowerCase()))
   for (const [name, template] of channel.responseHeaders.set) {
     const value = template.literal ?? template.render((n) => contextValue(ctx, n))
-    if (value !== undefined) kept.push(name, value)
+    if (value !== undefined) out[name] = value
   }
-  if (setsId) kept.push(idHeader, ctx.requestId)
-  kept.push('x-correlation-id', ctx.correlationId)
-  return kept
+  const { header, on } = ctx.config.gateway.requestId
+  if (on === 'always') out[header] = ctx.requestId
+  out['x-correlation-id'] = ctx.correlationId
+  return out
 }
 
 /** True when the request carries a body (RFC 9112 §6.3): a length above zero, or chunked. */
@@ -177,9 +162,48 @@ export function forwardRequest(
     return
   }
 
-  const exchange = new ProxyExchange(req, res, ctx, channel, done)
   const withBody = hasBody(req)
-  if (withBody && maxBody !== undefined) exchange.countBody(maxBody)
+  const sentAt = performance.now()
+  let controller: Dispatcher.DispatchController | undefined
+  let finished = false
+  let upstreamMs: number | undefined
+  let status = 0
+
+  const finish = (error: GatewayError | undefined): void => {
+    if (finished) return
+    finished = true
+    res.off('close', onClientClose)
+    done({ status: error === undefined ? status : error.status, upstreamMs, error })
+  }
+
+  // The client went away: stop the upstream exchange too (no orphaned uploads or downloads).
+  const onClientClose = (): void => {
+    if (finished || res.writableFinished) return
+    // Finish before aborting: abort() calls onResponseError synchronously, which would otherwise
+    // record the client's departure as a 502 upstream_error.
+    status = 499
+    finish(undefined)
+    controller?.abort(new Error('client closed the connection'))
+  }
+  res.on('close', onClientClose)
+
+  if (withBody && maxBody !== undefined) {
+    let received = 0
+    // Pause first: a 'data' listener on a stream not explicitly paused switches it to flowing
+    // mode at once, and chunks that arrive before undici attaches its own listener (once the
+    // upstream connection is up) would be dropped. undici resumes the body when it is ready.
+    req.pause()
+    req.on('data', (chunk: Buffer) => {
+      received += chunk.length
+      if (received > maxBody && !finished) {
+        const error = new GatewayError('payload_too_large', undefined, { details: { limitBytes: maxBody } })
+        controller?.abort(error)
+        finish(error)
+      }
+    })
+  }
+
+  const timeout = channel.timeoutMs
   dispatcher.dispatch(
     {
       origin: channel.system.origin,
@@ -187,117 +211,42 @@ export function forwardRequest(
       method: ctx.method as Dispatcher.HttpMethod,
       headers: requestHeaders(req, ctx, channel),
       body: withBody ? req : null,
-      headersTimeout: channel.timeoutMs,
-      bodyTimeout: channel.timeoutMs,
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
     },
-    exchange,
+    {
+      onRequestStart(c) {
+        controller = c
+        if (finished) c.abort(new Error('request already finished'))
+      },
+      onResponseStart(c, statusCode, headers) {
+        if (finished) return
+        upstreamMs = performance.now() - sentAt
+        status = statusCode
+        res.writeHead(statusCode, responseHeaders(headers as Record<string, string | string[]>, ctx, channel))
+        if (ctx.method === 'HEAD') return
+        res.on('drain', () => c.resume())
+      },
+      onResponseData(c, chunk) {
+        if (finished) return
+        if (!res.write(chunk)) c.pause()
+      },
+      onResponseEnd() {
+        if (finished) return
+        res.end()
+        finish(undefined)
+      },
+      onResponseError(_c, err) {
+        if (finished) return
+        // A failure after the head was sent cannot change the status: cut the connection so the
+        // client sees a truncated message, not a clean end.
+        if (res.headersSent) {
+          res.destroy()
+          finish(upstreamFailure(err))
+          return
+        }
+        finish(err instanceof GatewayError ? err : upstreamFailure(err))
+      },
+    },
   )
-}
-
-/**
- * One forwarded exchange, as an undici dispatch handler. It uses undici's original handler
- * interface (onConnect/onHeaders/onData/onComplete/onError) rather than the controller-based one:
- * undici 7 adapts the newer interface with a wrapper, a controller and a parsed header object per
- * request, which this hot path does not need. A class keeps the per-request state in one object
- * instead of a closure per callback.
- */
-class ProxyExchange implements Dispatcher.DispatchHandler {
-  private readonly sentAt = performance.now()
-  private abortUpstream: ((err: Error) => void) | undefined
-  private finished = false
-  private upstreamMs: number | undefined
-  private status = 0
-  private readonly onClientClose: () => void
-
-  constructor(
-    private readonly req: IncomingMessage,
-    private readonly res: ServerResponse,
-    private readonly ctx: RequestContext,
-    private readonly channel: CompiledChannel,
-    private readonly done: (result: ProxyResult) => void,
-  ) {
-    // The client went away: stop the upstream exchange too (no orphaned uploads or downloads).
-    this.onClientClose = () => {
-      if (this.finished || res.writableFinished) return
-      // Finish before aborting: the abort reports an error to onError synchronously, which
-      // would otherwise record the client's departure as a 502 upstream_error.
-      this.status = 499
-      this.finish(undefined)
-      this.abortUpstream?.(new Error('client closed the connection'))
-    }
-    res.on('close', this.onClientClose)
-  }
-
-  /** Count the request body as it streams and end the exchange with 413 past `limit`. */
-  countBody(limit: number): void {
-    let received = 0
-    // Pause first: a 'data' listener on a stream not explicitly paused switches it to flowing
-    // mode at once, and chunks that arrive before undici attaches its own listener (once the
-    // upstream connection is up) would be dropped. undici resumes the body when it is ready.
-    this.req.pause()
-    this.req.on('data', (chunk: Buffer) => {
-      received += chunk.length
-      if (received > limit && !this.finished) {
-        const error = new GatewayError('payload_too_large', undefined, { details: { limitBytes: limit } })
-        this.finish(error)
-        this.abortUpstream?.(error)
-      }
-    })
-  }
-
-  private finish(error: GatewayError | undefined): void {
-    if (this.finished) return
-    this.finished = true
-    this.res.off('close', this.onClientClose)
-    this.done({
-      status: error === undefined ? this.status : error.status,
-      upstreamMs: this.upstreamMs,
-      error,
-    })
-  }
-
-  onConnect(abort: (err?: Error) => void): void {
-    this.abortUpstream = abort
-    if (this.finished) abort(new Error('request already finished'))
-  }
-
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    if (this.finished) return false
-    // 1xx informational answers precede the final one; the client's own 100-continue is Node's.
-    if (statusCode < 200) return true
-    this.upstreamMs = performance.now() - this.sentAt
-    this.status = statusCode
-    this.res.writeHead(statusCode, responseHeaders(rawHeaders, this.ctx, this.channel))
-    this.resumeUpstream = resume
-    return true
-  }
-
-  private resumeUpstream: (() => void) | undefined
-
-  onData(chunk: Buffer): boolean {
-    if (this.finished) return false
-    if (this.res.write(chunk)) return true
-    // The client is slower than the upstream: pause the upstream until the client drains.
-    const resume = this.resumeUpstream
-    if (resume !== undefined) this.res.once('drain', resume)
-    return false
-  }
-
-  onComplete(): void {
-    if (this.finished) return
-    this.res.end()
-    this.finish(undefined)
-  }
-
-  onError(err: Error): void {
-    if (this.finished) return
-    // A failure after the head was sent cannot change the status: cut the connection so the
-    // client sees a truncated message, not a clean end.
-    if (this.res.headersSent) {
-      this.res.destroy()
-      this.finish(upstreamFailure(err))
-      return
-    }
-    this.finish(err instanceof GatewayError ? err : upstreamFailure(err))
-  }
 }
