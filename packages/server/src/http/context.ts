@@ -47,9 +47,10 @@ function headerValue(req: IncomingMessage, name: string): string | undefined {
   return typeof value === 'string' ? value : undefined
 }
 
-/** 16 random hex digits for a span id. */
-export function newSpanId(): string {
-  return randomUUID().replaceAll('-', '').slice(0, 16)
+/** 16 random hex digits for a span id: the UUID's first 8 and last 8 digits are all random. */
+function newSpanId(): string {
+  const uuid = randomUUID()
+  return uuid.slice(0, 8) + uuid.slice(28)
 }
 
 /** Build the context for a new request on `config`. */
@@ -76,6 +77,8 @@ export function createContext(
   }
 
   const requestId = requestIdFromClient ? clientRequestId : randomUUID()
+  // A generated request id is random enough to name a new trace too (one UUID, not two).
+  traceId ??= (requestIdFromClient ? randomUUID() : requestId).replaceAll('-', '')
   return {
     config,
     startedAt,
@@ -84,7 +87,7 @@ export function createContext(
     requestIdFromClient,
     correlationId:
       clientCorrelation !== undefined && safeId.test(clientCorrelation) ? clientCorrelation : requestId,
-    traceId: traceId ?? randomUUID().replaceAll('-', ''),
+    traceId,
     spanId: newSpanId(),
     traceFlags,
     clientIp: req.socket.remoteAddress ?? '',

@@ -5,7 +5,7 @@
  * The per-request series live in hot-metrics.ts; the rest are ordinary prom-client metrics.
  */
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
-import { hotCounter, hotHistogram } from './hot-metrics.ts'
+import { type CounterSeries, type HistogramSeries, hotCounter, hotHistogram } from './hot-metrics.ts'
 
 const knownMethods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
 const statusClasses = ['', '1xx', '2xx', '3xx', '4xx', '5xx']
@@ -61,15 +61,40 @@ export function createMetrics(): Metrics {
     },
   })
 
+  type MethodSeries = { duration: HistogramSeries; byStatus: Map<string, CounterSeries> }
+  const perRoute = new Map<string, Map<string, MethodSeries>>()
+  const perSystem = new Map<string, HistogramSeries>()
   return {
     registry,
     observeRequest(route, rawMethod, status, seconds) {
       const method = knownMethods.has(rawMethod) ? rawMethod : 'OTHER'
-      requests.series(route, method, statusClasses[Math.trunc(status / 100)] ?? 'other').inc()
-      duration.series(route, method).observe(seconds)
+      const statusClass = statusClasses[Math.trunc(status / 100)] ?? 'other'
+      // Nested maps find the series without building a key string per request.
+      let byMethod = perRoute.get(route)
+      if (byMethod === undefined) {
+        byMethod = new Map()
+        perRoute.set(route, byMethod)
+      }
+      let entry = byMethod.get(method)
+      if (entry === undefined) {
+        entry = { duration: duration.series(route, method), byStatus: new Map() }
+        byMethod.set(method, entry)
+      }
+      let counter = entry.byStatus.get(statusClass)
+      if (counter === undefined) {
+        counter = requests.series(route, method, statusClass)
+        entry.byStatus.set(statusClass, counter)
+      }
+      counter.inc()
+      entry.duration.observe(seconds)
     },
     observeUpstream(system, seconds) {
-      upstream.series(system).observe(seconds)
+      let series = perSystem.get(system)
+      if (series === undefined) {
+        series = upstream.series(system)
+        perSystem.set(system, series)
+      }
+      series.observe(seconds)
     },
     configReload(result) {
       reloads.labels(result).inc()

@@ -56,11 +56,29 @@ export function upstreamFailure(err: unknown): GatewayError {
   return new GatewayError('upstream_error', undefined, { cause: err })
 }
 
-/** Names listed in a Connection header are hop-by-hop for this message too. */
+/**
+ * Names listed in a Connection header are hop-by-hop for this message too. The usual values,
+ * `keep-alive` and `close`, list no other header and cost nothing.
+ */
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined
+  if (value === undefined || value === 'keep-alive' || value === 'close' || value === 'Keep-Alive')
+    return undefined
   const joined = Array.isArray(value) ? value.join(',') : value
   return new Set(joined.split(',').map((t) => t.trim().toLowerCase()))
+}
+
+/**
+ * Lower-cased header names, remembered: clients send the same few names on every request, so
+ * this saves a string allocation per header. Bounded, since names are client-controlled.
+ */
+const lowerNames = new Map<string, string>()
+function lowerName(name: string): string {
+  let lower = lowerNames.get(name)
+  if (lower === undefined) {
+    lower = name.toLowerCase()
+    if (lowerNames.size < 1024) lowerNames.set(name, lower)
+  }
+  return lower
 }
 
 function requestHeaders(req: IncomingMessage, ctx: RequestContext, channel: CompiledChannel): string[] {
@@ -76,7 +94,7 @@ function requestHeaders(req: IncomingMessage, ctx: RequestContext, channel: Comp
   let forwardedHost: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
-    const lower = name.toLowerCase()
+    const lower = lowerName(name)
     if (hopByHop.has(lower) || rebuiltRequestHeaders.has(lower) || lower === idHeader || remove.has(lower)) {
       if (gateway.trustProxy) {
         if (lower === 'x-forwarded-for')
