@@ -72,6 +72,20 @@ async function symlinkConfig(gw: TestGateway): Promise<(text: string) => Promise
   }
 }
 
+/** The YAML of a config polled every 200 ms, for a file written by hand rather than writeConfig. */
+function polledConfig(gw: TestGateway, upstream: TestUpstream, channels: object[]): string {
+  return stringify({
+    gateway: {
+      refreshMs: 200,
+      listen: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+    },
+    store: { kind: 'sqlite', path: join(gw.dir, '4runr.db') },
+    systems: { backend: { kind: 'http', url: upstream.url } },
+    channels,
+  })
+}
+
 function channel(name: string, system = 'backend') {
   return { name, prefix: `/${name}`, system, rules: [{ path: '*', public: true }] }
 }
@@ -226,17 +240,7 @@ describe('periodic re-read (gateway.refreshMs)', () => {
       systems: { backend: { kind: 'http', url: upstream.url } },
       channels: [channel('one')],
     })
-    configFor = (channels) =>
-      stringify({
-        gateway: {
-          refreshMs: 200,
-          listen: { host: '127.0.0.1', port: 0 },
-          admin: { host: '127.0.0.1', port: 0 },
-        },
-        store: { kind: 'sqlite', path: join(gw.dir, '4runr.db') },
-        systems: { backend: { kind: 'http', url: upstream.url } },
-        channels,
-      })
+    configFor = (channels) => polledConfig(gw, upstream, channels)
   })
   after(async () => {
     await gw.stop()
@@ -388,17 +392,7 @@ describe('reload bookkeeping', () => {
       channels: [channel('one')],
     })
     gateways.push(gw)
-    const configFor = (channels: object[]) =>
-      stringify({
-        gateway: {
-          refreshMs: 200,
-          listen: { host: '127.0.0.1', port: 0 },
-          admin: { host: '127.0.0.1', port: 0 },
-        },
-        store: { kind: 'sqlite', path: join(gw.dir, '4runr.db') },
-        systems: { backend: { kind: 'http', url: upstream.url } },
-        channels,
-      })
+    const configFor = (channels: object[]) => polledConfig(gw, upstream, channels)
     await gw.writeConfig(configFor([channel('one')]))
     assert.ok((await gw.reload()).ok)
     assert.equal(gw.config().gateway.refreshMs, 200)
