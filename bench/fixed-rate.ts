@@ -25,6 +25,7 @@
 import { pathToFileURL } from 'node:url'
 import autocannon, { type Options, type Result } from 'autocannon'
 import { type Dispatcher, Pool } from 'undici'
+import type { LoadResult } from './load.ts'
 
 export type RateTool = 'paced' | 'autocannon'
 
@@ -37,15 +38,9 @@ export function quantile(sorted: ArrayLike<number>, q: number): number {
   return sorted[rank]!
 }
 
-interface Output {
+interface Output extends LoadResult {
   rate: number
   tool: RateTool
-  rps: number
-  p50: number
-  p99: number
-  requests: number
-  non2xx: number
-  errors: number
   autocannon?: { p50: number; p97_5: number; p99: number }
 }
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { startTestGateway, type TestGateway } from '../support/gateway.ts'
 import { requireService, serviceUrls } from '../support/services.ts'
-import { closedPort, startUpstream, type TestUpstream } from '../support/upstream.ts'
+import { closedPort, startSlowUpstream, startUpstream, type TestUpstream } from '../support/upstream.ts'
 
 type ErrorBody = {
   error: { code: string; status: number; requestId: string; details?: { reasons?: string[] } }
@@ -134,16 +134,10 @@ describe('readiness with the real services', () => {
 describe('readiness during shutdown', () => {
   let slow: TestUpstream
   let gw: TestGateway
-  let arrived: () => void
-  const slowArrived = new Promise<void>((resolve) => {
-    arrived = resolve
-  })
+  let slowArrived: Promise<void>
 
   before(async () => {
-    slow = await startUpstream((_req, res) => {
-      arrived()
-      setTimeout(() => res.end('done'), 600)
-    })
+    ;({ upstream: slow, arrived: slowArrived } = await startSlowUpstream(600, 'done'))
     gw = await startTestGateway({
       gateway: { shutdownTimeoutMs: 5000 },
       systems: { backend: { kind: 'http', url: slow.url } },

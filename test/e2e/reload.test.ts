@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test'
 import { stringify } from 'yaml'
 import { startGateway } from '../../packages/server/src/main.ts'
 import { startTestGateway, type TestGateway, testAdminKey } from '../support/gateway.ts'
-import { startUpstream, type TestUpstream } from '../support/upstream.ts'
+import { startSlowUpstream, startUpstream, type TestUpstream } from '../support/upstream.ts'
 
 type ReloadProblem = { path: string; line?: number; message: string }
 type ErrorBody = {
@@ -259,16 +259,10 @@ describe('a reload during a request', () => {
   let slow: TestUpstream
   let fast: TestUpstream
   let gw: TestGateway
-  let arrived: () => void
-  const slowArrived = new Promise<void>((resolve) => {
-    arrived = resolve
-  })
+  let slowArrived: Promise<void>
 
   before(async () => {
-    slow = await startUpstream((_req, res) => {
-      arrived()
-      setTimeout(() => res.end('answered by A'), 500)
-    })
+    ;({ upstream: slow, arrived: slowArrived } = await startSlowUpstream(500, 'answered by A'))
     fast = await startUpstream((_req, res) => res.end('answered by B'))
     gw = await startTestGateway({
       systems: { backend: { kind: 'http', url: slow.url } },

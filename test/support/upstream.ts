@@ -91,3 +91,22 @@ export function rawRequest(
     req.end()
   })
 }
+
+/**
+ * An upstream that answers `body` after `delayMs`, and a promise that settles when its first
+ * request arrives, so a test can act while that request is in flight.
+ */
+export async function startSlowUpstream(
+  delayMs: number,
+  body: string,
+): Promise<{ upstream: TestUpstream; arrived: Promise<void> }> {
+  let signal: () => void = () => {}
+  const arrived = new Promise<void>((resolve) => {
+    signal = resolve
+  })
+  const upstream = await startUpstream((_req, res) => {
+    signal()
+    setTimeout(() => res.end(body), delayMs)
+  })
+  return { upstream, arrived }
+}
