@@ -483,7 +483,7 @@ describe('failing upstreams and bad input end in clean errors', () => {
       const before = seenAdmin().length
       const outcome = await send(gw.publicUrl, '/app/private/x')
       assertError(outcome, 401, 'unauthenticated')
-      assert.equal(outcome.headers['www-authenticate'], 'Bearer')
+      assert.equal(outcome.headers['www-authenticate'], 'Bearer, DPoP')
       assertError(await send(gw.publicUrl, '/app/public/../private/x'), 401, 'unauthenticated')
       assert.equal(seenAdmin().length, before)
     })

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto'
 import { compileTemplate, type HeaderTemplate } from '../http/header-template.ts'
+import { durationMs } from './duration.ts'
 import { ConfigError, type ConfigProblem } from './load.ts'
 import type { RawChannel, RawConfig, RawPathRule } from './schema.ts'
 
@@ -12,6 +13,8 @@ export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' |
 
 export interface CompiledGateway {
   readonly issuer: string
+  /** False when `issuer` is the default guess; the gateway then uses its real public URL. */
+  readonly issuerConfigured: boolean
   readonly listen: { readonly host: string; readonly port: number }
   readonly admin: { readonly host: string; readonly port: number; readonly keys: readonly string[] }
   readonly requestId: { readonly header: string; readonly on: 'none' | 'always' | 'error' }
@@ -97,6 +100,14 @@ export interface CompiledConfig {
   readonly byName: ReadonlyMap<string, CompiledChannel>
   /** Where the embedded store and generated files live. */
   readonly dataDir: string
+  readonly tokens: CompiledTokens
+}
+
+export interface CompiledTokens {
+  readonly ttlMs: number
+  readonly maxTtlMs: number
+  readonly rotateEveryMs: number
+  readonly requireDpop: boolean
 }
 
 /** Paths that built-in routes own; a channel prefix may not shadow them. */
@@ -192,6 +203,7 @@ export function compileConfig(
     channels.push(compiled)
   })
 
+  const tokens = compileTokens(raw, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   const prefixed = channels.filter((c) => c.prefix !== '').sort((a, b) => b.prefix.length - a.prefix.length)
   const store = raw.store
@@ -205,6 +217,22 @@ export function compileConfig(
     prefixed: Object.freeze(prefixed),
     byName: new Map(channels.map((c) => [c.name, c])),
     dataDir,
+    tokens,
+  })
+}
+
+function compileTokens(raw: RawConfig, problems: ConfigProblem[]): CompiledTokens {
+  const t = raw.tokens ?? {}
+  const ttlMs = t.ttl === undefined ? 15 * 60_000 : durationMs(t.ttl)
+  const maxTtlMs = t.maxTtl === undefined ? Math.max(60 * 60_000, ttlMs) : durationMs(t.maxTtl)
+  if (ttlMs > maxTtlMs)
+    problems.push({ path: 'tokens.ttl', message: 'must not be longer than tokens.maxTtl' })
+  if (ttlMs < 1000) problems.push({ path: 'tokens.ttl', message: 'must be at least 1s' })
+  return Object.freeze({
+    ttlMs,
+    maxTtlMs,
+    rotateEveryMs: t.rotateEvery === undefined ? 24 * 3_600_000 : durationMs(t.rotateEvery),
+    requireDpop: t.requireDpop ?? false,
   })
 }
 
@@ -219,6 +247,7 @@ function compileGateway(raw: RawConfig): CompiledGateway {
   const issuerHost = g.listen?.host === undefined || g.listen.host === '0.0.0.0' ? '127.0.0.1' : g.listen.host
   return Object.freeze({
     issuer: g.issuer ?? `http://${issuerHost}:${port}`,
+    issuerConfigured: g.issuer !== undefined,
     listen: Object.freeze({ host: g.listen?.host ?? '0.0.0.0', port }),
     admin: Object.freeze({
       host: g.admin?.host ?? '127.0.0.1',
@@ -278,9 +307,21 @@ function compileChannel(
     maxBodyBytes: channel.maxBodyBytes,
     timeoutMs: channel.timeoutMs ?? system.timeoutMs,
     rules: Object.freeze(rules),
-    requestHeaders: compileHeaderRules(channel.requestHeaders, `${at}.requestHeaders`, problems),
+    requestHeaders: withAuthorizationRemoved(
+      compileHeaderRules(channel.requestHeaders, `${at}.requestHeaders`, problems),
+      channel.forwardAuthorization ?? false,
+    ),
     responseHeaders: compileHeaderRules(channel.responseHeaders, `${at}.responseHeaders`, problems),
   })
+}
+
+/**
+ * The gateway consumes the caller's credentials: a token meant for the gateway must not reach a
+ * backend that could replay it, unless the channel asks for it.
+ */
+function withAuthorizationRemoved(rules: CompiledHeaderRules, forward: boolean): CompiledHeaderRules {
+  if (forward) return rules
+  return Object.freeze({ set: rules.set, remove: new Set([...rules.remove, 'authorization', 'dpop']) })
 }
 
 function compileRule(

@@ -281,6 +281,12 @@ const Channel = Type.Object(
     rules: Type.Optional(Type.Array(PathRule, { description: 'ordered path rules (default: one `*` rule)' })),
     requestHeaders: Type.Optional(HeaderRules),
     responseHeaders: Type.Optional(HeaderRules),
+    forwardAuthorization: Type.Optional(
+      Type.Boolean({
+        description:
+          "forward the client's Authorization and DPoP headers to the system (default false: the gateway consumes them)",
+      }),
+    ),
     rateLimit: Type.Optional(RateLimit),
   },
   { ...closed, description: 'maps public paths to a system' },
@@ -448,6 +454,11 @@ export const ConfigSchema = Type.Object(
           ttl: Type.Optional(Duration),
           maxTtl: Type.Optional(Duration),
           rotateEvery: Type.Optional(Duration),
+          requireDpop: Type.Optional(
+            Type.Boolean({
+              description: 'refuse access tokens that are not key-bound (DPoP) for every agent',
+            }),
+          ),
         },
         { ...closed, description: 'access token lifetimes and signing key rotation (issue: identity)' },
       ),

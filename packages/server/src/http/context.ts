@@ -6,6 +6,15 @@ import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { CompiledChannel, CompiledConfig, CompiledRule } from '../config/compile.ts'
 
+/** Who made the request, as an authenticator proves it. */
+export interface Principal {
+  kind: 'agent' | 'user' | 'client-certificate'
+  id: string
+  roles: readonly string[]
+  /** The verified token claims (agents) that `{{claim}}` header templates read. */
+  claims?: Readonly<Record<string, unknown>>
+}
+
 /** What the gateway knows about a request while it serves it. */
 export interface RequestContext {
   /** The config version the request started on; it finishes on it even across a reload. */
@@ -32,7 +41,7 @@ export interface RequestContext {
   /** The channel-relative path ('' when the request named the prefix itself). */
   remainder: string
   /** Who is calling; undefined until an authenticator runs (or on public routes). */
-  principal: { kind: string; id: string; roles: readonly string[] } | undefined
+  principal: Principal | undefined
   status: number
   upstreamMs: number | undefined
   errorCode: string | undefined
@@ -129,6 +138,18 @@ export function contextValue(ctx: RequestContext, name: string): string | undefi
     case 'sub':
       return ctx.principal?.id
     default:
-      return undefined
+      return claimValue(ctx.principal?.claims, name)
   }
+}
+
+/** A claim by dotted path (`act.sub`); strings and numbers render, anything else leaves the header out. */
+function claimValue(claims: Readonly<Record<string, unknown>> | undefined, name: string): string | undefined {
+  let value: unknown = claims
+  for (const part of name.split('.')) {
+    if (value === null || typeof value !== 'object' || !Object.hasOwn(value, part)) return undefined
+    value = (value as Record<string, unknown>)[part]
+  }
+  if (typeof value === 'string') return value
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value)
+  return undefined
 }

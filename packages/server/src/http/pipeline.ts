@@ -16,23 +16,47 @@ import type { Logger } from '../observability/logger.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { forwardRequest, type ProxyResult } from '../upstreams/http-proxy.ts'
 import type { Pools } from '../upstreams/pools.ts'
-import { createContext, type RequestContext, requestIdHeaderFor } from './context.ts'
+import { createContext, type Principal, type RequestContext, requestIdHeaderFor } from './context.ts'
 import { normalizePath } from './normalize-path.ts'
-import { matchChannel, matchRule, upstreamPath } from './route-match.ts'
+import { type ChannelMatch, matchChannel, matchRule, upstreamPath } from './route-match.ts'
 
-/** Who made the request, as an authenticator proves it. */
-export interface Principal {
-  kind: string
-  id: string
-  roles: readonly string[]
+/** True when the principal's token scope names the channel (`channel:NAME`). */
+function hasChannelScope(principal: Principal, channel: string): boolean {
+  const scope = principal.claims?.['scope']
+  if (typeof scope !== 'string') return false
+  const wanted = `channel:${channel}`
+  // Space-separated tokens: match whole tokens only (channel:ord must not grant channel:orders).
+  let at = scope.indexOf(wanted)
+  while (at >= 0) {
+    const end = at + wanted.length
+    if ((at === 0 || scope[at - 1] === ' ') && (end === scope.length || scope[end] === ' ')) return true
+    at = scope.indexOf(wanted, at + 1)
+  }
+  return false
 }
 
 /**
  * Proves a principal from the request (agent token, session cookie, client certificate), answers
- * undefined when the request carries no credential of its kind, and throws a GatewayError when it
- * carries a bad one.
+ * undefined when the request carries no credential of its kind, and throws (or rejects with) a
+ * GatewayError when it carries a bad one. It answers synchronously when it can (a cached token),
+ * so the common case costs no promise.
  */
-export type Authenticator = (req: IncomingMessage, ctx: RequestContext) => Principal | undefined
+export type Authenticator = (
+  req: IncomingMessage,
+  ctx: RequestContext,
+) => Principal | undefined | Promise<Principal | undefined>
+
+/** A built-in JSON route on the public listener (`/v1/token`, `/.well-known/jwks.json`). */
+export interface PublicRoute {
+  readonly methods: readonly string[]
+  handle(req: IncomingMessage, ctx: RequestContext): Promise<JsonAnswer>
+}
+
+export interface JsonAnswer {
+  status: number
+  body: unknown
+  headers?: Record<string, string>
+}
 
 /** The readiness verdict for `/ready`. */
 export interface Readiness {
@@ -48,6 +72,8 @@ export interface PipelineDeps {
   logger: Logger
   /** Tried in order; the first that returns a principal wins. Empty: only public routes work. */
   authenticators: readonly Authenticator[]
+  /** Built-in routes by exact path; looked up after /health and /ready, before the channels. */
+  routes?: ReadonlyMap<string, PublicRoute>
   readiness(): Promise<Readiness>
 }
 
@@ -109,9 +135,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     record(ctx, ctx.rule?.logging ?? true)
   }
 
-  function sendJson(res: ServerResponse, ctx: RequestContext, status: number, body: unknown): void {
+  function sendJson(
+    res: ServerResponse,
+    ctx: RequestContext,
+    status: number,
+    body: unknown,
+    extra?: Record<string, string>,
+  ): void {
     const text = JSON.stringify(body)
     const headers: Record<string, string | number> = {
+      ...extra,
       'content-type': 'application/json; charset=utf-8',
       'content-length': Buffer.byteLength(text),
       'cache-control': 'no-store',
@@ -151,7 +184,39 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       )
       return true
     }
-    return false
+    const route = deps.routes?.get(ctx.path)
+    if (route === undefined) return false
+    ctx.route = ctx.path
+    if (!route.methods.includes(ctx.method)) {
+      const allow = route.methods.join(', ')
+      fail(req, res, ctx, new GatewayError('method_not_allowed', undefined, { headers: { allow } }))
+      return true
+    }
+    route.handle(req, ctx).then(
+      (answer) => {
+        sendJson(res, ctx, answer.status, answer.body, answer.headers)
+        record(ctx, true)
+      },
+      (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
+    )
+    return true
+  }
+
+  // Stage 3, authenticate: the authenticators in order, the first principal wins. Resolves to
+  // undefined when no authenticator recognised a credential.
+  function authenticate(
+    req: IncomingMessage,
+    ctx: RequestContext,
+    from = 0,
+  ): Principal | undefined | Promise<Principal | undefined> {
+    for (let i = from; i < deps.authenticators.length; i++) {
+      const found = deps.authenticators[i]!(req, ctx)
+      if (found instanceof Promise) {
+        return found.then((principal) => principal ?? authenticate(req, ctx, i + 1))
+      }
+      if (found !== undefined) return found
+    }
+    return undefined
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
@@ -198,37 +263,75 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         return
       }
 
-      // Stage 3, authenticate. Default deny: a rule that is not public needs a principal.
-      if (!rule.public) {
-        for (const authenticate of deps.authenticators) {
-          ctx.principal = authenticate(req, ctx)
-          if (ctx.principal !== undefined) break
-        }
-        if (ctx.principal === undefined) {
-          fail(
-            req,
-            res,
-            ctx,
-            new GatewayError('unauthenticated', undefined, { headers: { 'www-authenticate': 'Bearer' } }),
-          )
-          return
-        }
-      }
-
-      // Stage 5, authorize: after authentication, so roles come from a proven principal. A rule
-      // mapping methods to roles requires one of the roles listed for this method.
-      const required = rule.roles?.get(ctx.method)
-      if (required !== undefined && !required.some((role) => ctx.principal!.roles.includes(role))) {
-        fail(
-          req,
-          res,
-          ctx,
-          new GatewayError('forbidden', undefined, { details: { requiredRoles: required } }),
-        )
+      if (rule.public) {
+        proceed(req, res, ctx, match)
         return
       }
+      // Default deny: a rule that is not public needs a principal.
+      const found = authenticate(req, ctx)
+      if (found instanceof Promise) {
+        found.then(
+          (principal) => authenticated(req, res, ctx, match, principal),
+          (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
+        )
+      } else {
+        authenticated(req, res, ctx, match, found)
+      }
+    } catch (err) {
+      fail(req, res, ctx, toGatewayError(err))
+    }
+  }
 
-      // Stage 7, call, and stage 8, respond: streamed by the proxy.
+  function authenticated(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    match: ChannelMatch,
+    principal: Principal | undefined,
+  ): void {
+    if (principal === undefined) {
+      fail(
+        req,
+        res,
+        ctx,
+        new GatewayError('unauthenticated', undefined, { headers: { 'www-authenticate': 'Bearer, DPoP' } }),
+      )
+      return
+    }
+    ctx.principal = principal
+    // Stage 5, authorize: after authentication, so roles come from a proven principal. An agent
+    // needs the channel in its token's scope; a rule mapping methods to roles requires one of the
+    // roles listed for this method.
+    const channel = match.channel
+    if (principal.kind === 'agent' && !hasChannelScope(principal, channel.name)) {
+      fail(
+        req,
+        res,
+        ctx,
+        new GatewayError('forbidden', `The token's scope does not include channel:${channel.name}.`, {
+          details: { requiredScope: `channel:${channel.name}` },
+        }),
+      )
+      return
+    }
+    const required = ctx.rule!.roles?.get(ctx.method)
+    if (required !== undefined && !required.some((role) => principal.roles.includes(role))) {
+      fail(req, res, ctx, new GatewayError('forbidden', undefined, { details: { requiredRoles: required } }))
+      return
+    }
+    proceed(req, res, ctx, match)
+  }
+
+  // Stage 7, call, and stage 8, respond: streamed by the proxy.
+  function proceed(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    match: ChannelMatch,
+  ): void {
+    try {
+      const channel = match.channel
+      const rule = ctx.rule!
       const path = upstreamPath(match, ctx.path)
       forwardRequest(req, res, ctx, channel, path, deps.pools.get(channel.system), (result: ProxyResult) => {
         ctx.upstreamMs = result.upstreamMs
