@@ -1,0 +1,233 @@
+import { Redis, type RedisOptions } from 'ioredis'
+import { SharedStateError, type StateErrorReporter } from './state-error.ts'
+import type { SharedState, Unsubscribe } from './types.ts'
+
+export interface RedisStateOptions {
+  /** `redis://` or `rediss://`, optionally with credentials and a database number. */
+  url: string
+  /** Put before every key and channel (default `runr:`), so clusters sharing a Redis never meet. */
+  prefix?: string
+  /** Receives connection errors after startup and what a subscriber throws (default: ignored). */
+  onError?: StateErrorReporter
+}
+
+// A claim that Redis cannot answer within this is refused (the caller answers 503): a request
+// must not wait on a Redis that is gone.
+const commandTimeoutMs = 2_000
+const connectTimeoutMs = 5_000
+
+/**
+ * SharedState in Redis, for a cluster: instances with the same URL and prefix share claims and
+ * messages. Resolves once both connections (commands, and the subscriber that pub/sub needs)
+ * are ready; rejects with the host and port, never the password, when Redis cannot be reached.
+ */
+export async function createRedisState(options: RedisStateOptions): Promise<SharedState> {
+  const prefix = options.prefix ?? 'runr:'
+  const report = options.onError ?? (() => {})
+  const hide = redactor(options.url)
+  const common: RedisOptions = { lazyConnect: true, connectTimeout: connectTimeoutMs }
+  const commands = new Redis(options.url, {
+    ...common,
+    // Answer now or refuse: queueing while Redis is away would hold requests open, and resending
+    // an unanswered SET NX after a reconnect would call a first use a replay.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    commandTimeout: commandTimeoutMs,
+  })
+  // The subscriber only sends (UN)SUBSCRIBE; those may wait for Redis to come back, and ioredis
+  // subscribes again to every acknowledged channel after a reconnect.
+  const subscriber = new Redis(options.url, {
+    ...common,
+    enableOfflineQueue: true,
+    maxRetriesPerRequest: null,
+  })
+
+  let started = false
+  let closed = false
+  let lastError: unknown
+  for (const connection of [commands, subscriber]) {
+    // Without a listener an `error` event is unhandled. ioredis keeps reconnecting on its own.
+    connection.on('error', (error: unknown) => {
+      lastError = error
+      // A fresh Error with the message only: ioredis attaches the failed command, and a failed
+      // AUTH carries the password among its arguments.
+      if (started && !closed) report(new Error(hide(messageOf(error))), 'connection')
+    })
+  }
+
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await Promise.race([
+      Promise.all([commands.connect(), subscriber.connect()]),
+      new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no answer within ${connectTimeoutMs} ms`)),
+          connectTimeoutMs,
+        )
+      }),
+    ])
+  } catch (error) {
+    commands.disconnect()
+    subscriber.disconnect()
+    // The emitted error says why (ECONNREFUSED, WRONGPASS); the rejection only says "closed".
+    const reason = hide(messageOf(lastError ?? error))
+    throw new SharedStateError(
+      'state_unavailable',
+      `cannot connect to Redis at ${hostAndPort(options.url)}: ${reason}`,
+    )
+  } finally {
+    clearTimeout(timer)
+  }
+  started = true
+
+  const handlers = new Map<string, Set<(message: string) => void>>()
+  // (UN)SUBSCRIBEs not yet acknowledged. publish waits for them, so that a subscriber on this
+  // instance receives what this instance publishes after subscribing, as the contract says.
+  const pending = new Set<Promise<unknown>>()
+
+  function track(command: Promise<unknown>): void {
+    const settled = command.then(
+      () => undefined,
+      (error: unknown) => {
+        if (!closed) report(new Error(hide(messageOf(error))), 'connection')
+      },
+    )
+    pending.add(settled)
+    void settled.finally(() => pending.delete(settled))
+  }
+
+  subscriber.on('message', (channel: string, message: string) => {
+    const subscribers = handlers.get(channel)
+    if (subscribers === undefined) return
+    for (const onMessage of [...subscribers]) {
+      // One that an earlier handler unsubscribed is skipped.
+      if (!subscribers.has(onMessage)) continue
+      try {
+        onMessage(message)
+      } catch (error) {
+        report(error, 'subscriber')
+      }
+    }
+  })
+
+  function refuseWhenClosed(): void {
+    if (closed) throw new SharedStateError('state_closed', 'shared state is closed')
+  }
+
+  function failure(error: unknown): SharedStateError {
+    if (closed) return new SharedStateError('state_closed', 'shared state is closed')
+    return new SharedStateError('state_unavailable', `Redis did not answer: ${hide(messageOf(error))}`)
+  }
+
+  let closing: Promise<void> | undefined
+
+  return {
+    kind: 'redis',
+
+    async claimOnce(key, ttlMs) {
+      refuseWhenClosed()
+      if (!(ttlMs > 0) || !Number.isFinite(ttlMs)) throw new RangeError(`ttlMs must be > 0, got ${ttlMs}`)
+      try {
+        return (await commands.set(`${prefix}claim:${key}`, '1', 'PX', Math.ceil(ttlMs), 'NX')) === 'OK'
+      } catch (error) {
+        throw failure(error)
+      }
+    },
+
+    async publish(channel, message) {
+      refuseWhenClosed()
+      if (pending.size > 0) await settledWithin([...pending], commandTimeoutMs)
+      try {
+        await commands.publish(prefix + channel, message)
+      } catch (error) {
+        throw failure(error)
+      }
+    },
+
+    subscribe(channel, onMessage) {
+      refuseWhenClosed()
+      const name = prefix + channel
+      // Wrapped so the same function subscribed twice is two subscriptions, like two listeners.
+      const subscription = (message: string): void => onMessage(message)
+      let subscribers = handlers.get(name)
+      if (subscribers === undefined) {
+        subscribers = new Set()
+        handlers.set(name, subscribers)
+        track(subscriber.subscribe(name))
+      }
+      subscribers.add(subscription)
+      const unsubscribe: Unsubscribe = () => {
+        const current = handlers.get(name)
+        if (current === undefined || !current.delete(subscription)) return
+        if (current.size > 0) return
+        handlers.delete(name)
+        if (!closed) track(subscriber.unsubscribe(name))
+      }
+      return unsubscribe
+    },
+
+    async ping() {
+      if (closed || subscriber.status !== 'ready') return false
+      try {
+        return (await commands.ping()) === 'PONG'
+      } catch {
+        return false
+      }
+    },
+
+    close() {
+      closing ??= (async () => {
+        closed = true
+        handlers.clear()
+        // Nothing the subscriber has in flight matters once closed.
+        subscriber.disconnect()
+        try {
+          await commands.quit()
+        } catch {
+          // Redis is away (quit is bounded by the command timeout): stop reconnecting instead.
+          commands.disconnect()
+        }
+      })()
+      return closing
+    },
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
+function hostAndPort(url: string): string {
+  try {
+    const parsed = new URL(url)
+    return `${parsed.hostname}:${parsed.port || '6379'}`
+  } catch {
+    // The parse error would quote the URL, password and all.
+    return '(an unparseable URL)'
+  }
+}
+
+/** Removes the URL's password from a message, in case a server or library echoes it. */
+function redactor(url: string): (message: string) => string {
+  let secrets: string[] = []
+  try {
+    const { password } = new URL(url)
+    if (password !== '') secrets = [...new Set([password, decodeURIComponent(password)])]
+  } catch {
+    // An unparseable URL has no password we could find; hostAndPort says it is unparseable.
+  }
+  return (message) => secrets.reduce((text, secret) => text.replaceAll(secret, '***'), message)
+}
+
+/** Resolves when every promise has settled or `ms` have passed, whichever is first. */
+async function settledWithin(promises: Array<Promise<unknown>>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([
+    Promise.allSettled(promises),
+    new Promise((done) => {
+      timer = setTimeout(done, ms)
+    }),
+  ])
+  clearTimeout(timer)
+}
