@@ -8,11 +8,13 @@ import type { DestinationStream } from 'pino'
 import { type AdminKeys, resolveAdminKeys } from './admin/admin-keys.ts'
 import { createAdminServer } from './admin/admin-server.ts'
 import { configRoutes } from './admin/config-routes.ts'
+import { identityAdminRoutes } from './admin/identity-routes.ts'
+import { type Identity, openIdentity } from './auth/identity.ts'
 import { type CompiledConfig, demoOriginPlaceholder } from './config/compile.ts'
 import type { RawConfig } from './config/schema.ts'
 import { type ConfigSource, openConfigSource, type ReloadResult } from './config/source.ts'
 import { type DemoUpstream, startDemoUpstream } from './demo/demo-upstream.ts'
-import { createPipeline, type Readiness } from './http/pipeline.ts'
+import { type Authenticator, createPipeline, type PublicRoute, type Readiness } from './http/pipeline.ts'
 import { createPublicServer } from './http/public-server.ts'
 import { createLogger, effectiveLogLevel, type Logger } from './observability/logger.ts'
 import { createMetrics, type Metrics } from './observability/metrics.ts'
@@ -35,6 +37,9 @@ export interface RunningGateway {
   readonly adminUrl: string
   readonly config: () => CompiledConfig
   readonly adminKeys: AdminKeys
+  /** The token issuer and audience: gateway.issuer, or the public URL when it is not set. */
+  readonly issuer: string
+  readonly identity: Identity
   readonly logger: Logger
   readonly metrics: Metrics
   reload(): Promise<ReloadResult>
@@ -71,6 +76,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     if (wantsDemo && demo === undefined) demo = await startDemoUpstream()
   }
   const pools = createPools()
+  // Set once identity is open; a reload before then has nothing to sync.
+  let identity: Identity | undefined
   const source: ConfigSource = await openConfigSource(options.configFile, {
     env,
     prepare,
@@ -83,6 +90,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           logger.info({ version: result.version }, 'config reloaded')
         }
         void pools.retain(config)
+        identity
+          ?.syncDeclared(config)
+          .catch((err: unknown) =>
+            logger?.error({ err }, 'agents declared in the config could not be applied'),
+          )
       } else {
         logger?.error({ runningVersion: result.version, problems: result.problems }, 'config reload refused')
       }
@@ -93,47 +105,80 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const log = logger
 
   let draining = false
+  let identityReady = false
   const readiness = async (): Promise<Readiness> => {
     if (draining) return { ready: false, reasons: ['shutting down'] }
     const reasons = await probeDependencies(source.current())
+    if (!identityReady) reasons.push('identity is starting')
+    else if (identity !== undefined) reasons.push(...(await identity.problems()))
     return { ready: reasons.length === 0, reasons }
   }
 
   const adminKeys = await resolveAdminKeys(initial.gateway.admin.keys, env, initial.dataDir)
-  const pipeline = createPipeline({
-    currentConfig: source.current,
-    pools,
-    metrics,
-    logger: log,
-    authenticators: [],
-    readiness,
-  })
-  metrics.trackInflight(pipeline.inflight)
-  const publicServer = createPublicServer(pipeline, { maxHeaderBytes: initial.gateway.maxHeaderBytes })
-  const admin = createAdminServer({
-    currentConfig: source.current,
-    keys: adminKeys,
-    metrics,
-    logger: log,
-    readiness,
-    routes: [configRoutes(source)],
-  })
-
   try {
-    await listen(publicServer, initial.gateway.listen.host, initial.gateway.listen.port)
-    await admin.listen({ host: initial.gateway.admin.host, port: initial.gateway.admin.port })
+    identity = await openIdentity({ config: initial, env, logger: log, metrics })
+    await identity.syncDeclared(initial)
   } catch (err) {
-    publicServer.close()
-    await admin.close()
+    await identity?.close()
     await pools.close()
     await demo?.close()
     source.close()
     throw err
   }
+  const opened = identity
+  // Filled once the listener's address (the default issuer) is known, before the gateway reports
+  // ready; until then only /health, /ready and public channel rules can be served.
+  const routes = new Map<string, PublicRoute>()
+  const authenticators: Authenticator[] = []
+  const pipeline = createPipeline({
+    currentConfig: source.current,
+    pools,
+    metrics,
+    logger: log,
+    authenticators,
+    routes,
+    readiness,
+  })
+  metrics.trackInflight(pipeline.inflight)
+  const publicServer = createPublicServer(pipeline, { maxHeaderBytes: initial.gateway.maxHeaderBytes })
+  let admin: ReturnType<typeof createAdminServer> | undefined
+  let issuer: string
+  try {
+    await listen(publicServer, initial.gateway.listen.host, initial.gateway.listen.port)
+    // The default issuer is the public listener's real address (port 0 picks one).
+    issuer = initial.gateway.issuerConfigured
+      ? initial.gateway.issuer
+      : urlOf(publicServer, initial.gateway.listen.host)
+    const finished = opened.finish(issuer)
+    for (const [path, route] of finished.routes) routes.set(path, route)
+    authenticators.push(finished.authenticator)
+    identityReady = true
+    admin = createAdminServer({
+      currentConfig: source.current,
+      keys: adminKeys,
+      metrics,
+      logger: log,
+      readiness,
+      routes: [
+        configRoutes(source),
+        identityAdminRoutes({ agents: opened.agents, tokens: finished.tokens, keyRing: opened.keyRing }),
+      ],
+    })
+    await admin.listen({ host: initial.gateway.admin.host, port: initial.gateway.admin.port })
+  } catch (err) {
+    publicServer.close()
+    await admin?.close()
+    await opened.close()
+    await pools.close()
+    await demo?.close()
+    source.close()
+    throw err
+  }
+  const adminApp = admin
   source.watch()
 
   const publicUrl = urlOf(publicServer, initial.gateway.listen.host)
-  const adminUrl = urlOf(admin.server, initial.gateway.admin.host)
+  const adminUrl = urlOf(adminApp.server, initial.gateway.admin.host)
   log.info({ publicUrl, adminUrl, version: initial.version, file: source.file }, 'gateway listening')
 
   let stopping: Promise<void> | undefined
@@ -153,7 +198,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       const abandoned = pipeline.inflight()
       publicServer.closeAllConnections()
       await closed
-      await admin.close()
+      await adminApp.close()
+      await opened.close()
       await pools.close()
       await demo?.close()
       log.info({ abandoned }, 'gateway stopped')
@@ -167,6 +213,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     adminUrl,
     config: source.current,
     adminKeys,
+    issuer,
+    identity: opened,
     logger: log,
     metrics,
     reload: source.reload,

@@ -65,6 +65,9 @@ export function createAdminServer(deps: AdminDeps): FastifyInstance {
     bodyLimit: config.gateway.bodyLimitBytes,
     routerOptions: { maxParamLength: 256 },
     return503OnClosing: true,
+    // Unknown body keys are refused, not silently dropped (Fastify's default strips them): a
+    // typo such as `requireDPoP` must not look like it worked.
+    ajv: { customOptions: { removeAdditional: false } },
   })
 
   // The keys follow the running config: resolved once at start, a key removed from
@@ -134,6 +137,17 @@ export function createAdminServer(deps: AdminDeps): FastifyInstance {
     if (text === '') done(null, undefined)
     else parseJson(request, text, done)
   })
+
+  // RFC 7662 introspection requests are form-encoded.
+  app.addContentTypeParser(
+    'application/x-www-form-urlencoded',
+    { parseAs: 'string' },
+    (_request, body, done) => {
+      const out: Record<string, string> = Object.create(null)
+      for (const [key, value] of new URLSearchParams(body.toString())) if (!(key in out)) out[key] = value
+      done(null, out)
+    },
+  )
 
   app.setErrorHandler((err, request, reply) => {
     const error = fromFastifyError(err)

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { Command } from 'commander'
 import { configCheck } from './config-check.ts'
+import { agentCreate, CliError, type CliIo, keysRotate, tokenGet, tokenRevoke } from './identity-commands.ts'
 import { startCommand } from './start.ts'
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -31,5 +32,77 @@ config
       error: (s) => process.stderr.write(`${s}\n`),
     })
   })
+
+const io: CliIo = {
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+  env: process.env,
+}
+
+/** Run a client command: a CliError is a message and exit code 1, not a stack trace. */
+function run<A extends unknown[]>(command: (...args: A) => Promise<void>) {
+  return async (...args: A): Promise<void> => {
+    try {
+      await command(...args)
+    } catch (err) {
+      if (!(err instanceof CliError)) throw err
+      process.stderr.write(`4runr: ${err.message}\n`)
+      process.exitCode = 1
+    }
+  }
+}
+
+const adminOption = [
+  '--admin <url>',
+  'admin listener URL (or RUNR_ADMIN_URL; default http://127.0.0.1:8081)',
+] as const
+const urlOption = ['--url <url>', 'public listener URL (or RUNR_URL; default http://127.0.0.1:8080)'] as const
+
+const agent = program.command('agent').description('manage agents (needs RUNR_ADMIN_KEY)')
+agent
+  .command('create')
+  .description('create an agent with a new Ed25519 key pair and write its private key to a file (mode 0600)')
+  .requiredOption('--name <name>', 'unique agent name')
+  .option('--out <file>', 'where to write the private key (default NAME.key.json)')
+  .option('--roles <roles>', 'comma-separated roles')
+  .option('--label <key=value...>', 'labels')
+  .option(...adminOption)
+  .option(...urlOption)
+  .action(run((opts: Parameters<typeof agentCreate>[1]) => agentCreate(io, opts)))
+
+const token = program.command('token').description('access tokens')
+token
+  .command('get')
+  .description('exchange a signed assertion for an access token; prints the token')
+  .requiredOption('--key <file>', 'agent key file from `4runr agent create`')
+  .option('--scope <scope>', 'space-separated scopes, e.g. "channel:demo serpapi:search"')
+  .option('--intent <intent>', 'declared intent')
+  .option('--ttl <ttl>', 'lifetime: seconds or a duration such as 10m')
+  .option('--json', 'print the whole token response')
+  .option(...urlOption)
+  .action(run((opts: Parameters<typeof tokenGet>[1]) => tokenGet(io, opts)))
+token
+  .command('revoke')
+  .description(
+    'revoke a token (the token itself or its jti), or every token of an agent (needs RUNR_ADMIN_KEY)',
+  )
+  .argument('[token-or-jti]', 'the access token or its jti')
+  .option('--agent <id>', 'revoke every token of this agent issued until now')
+  .option('--kid <kid>', 'with --agent: only tokens obtained with this agent key, and retire the key')
+  .option('--reason <text>', 'recorded with the revocation')
+  .option(...adminOption)
+  .action(
+    run((target: string | undefined, opts: Parameters<typeof tokenRevoke>[2]) =>
+      tokenRevoke(io, target, opts),
+    ),
+  )
+
+program
+  .command('keys')
+  .description("the gateway's token-signing keys (needs RUNR_ADMIN_KEY)")
+  .command('rotate')
+  .description('sign new tokens with a new key now; tokens signed by older keys stay valid until they expire')
+  .option(...adminOption)
+  .action(run((opts: { admin?: string }) => keysRotate(io, opts)))
 
 await program.parseAsync()

@@ -125,6 +125,12 @@ const Store = Type.Union(
       {
         kind: Type.Literal('postgres', { description: 'postgres' }),
         url: Type.String({ pattern: '^postgres(ql)?://', description: 'postgres:// connection URL' }),
+        schema: Type.Optional(
+          Type.String({
+            pattern: '^[a-z_][a-z0-9_]{0,62}$',
+            description: 'Postgres schema for the tables (default: the connection default, usually public)',
+          }),
+        ),
       },
       { ...closed, description: 'PostgreSQL for a cluster' },
     ),

@@ -17,6 +17,8 @@ export interface Metrics {
   observeRequest(route: string, method: string, status: number, seconds: number): void
   observeUpstream(system: string, seconds: number): void
   configReload(result: 'success' | 'failure'): void
+  /** One access token issued, by grant (jwt-bearer, token-exchange, admin). */
+  tokenIssued(grant: string): void
   /** Report `read()` as the in-flight gauge at each scrape. */
   trackInflight(read: () => number): void
 }
@@ -49,6 +51,12 @@ export function createMetrics(): Metrics {
     name: 'runr_config_reloads_total',
     help: 'Configuration reloads by result (success, failure).',
     labelNames: ['result'] as const,
+    registers: [registry],
+  })
+  const tokensIssued = new Counter({
+    name: 'runr_tokens_issued_total',
+    help: 'Access tokens issued, by grant (jwt-bearer, token-exchange, admin).',
+    labelNames: ['grant'] as const,
     registers: [registry],
   })
   let readInflight = (): number => 0
@@ -98,6 +106,9 @@ export function createMetrics(): Metrics {
     },
     configReload(result) {
       reloads.labels(result).inc()
+    },
+    tokenIssued(grant) {
+      tokensIssued.labels(grant).inc()
     },
     trackInflight(read) {
       readInflight = read

@@ -1,0 +1,181 @@
+/**
+ * The in-memory view of agents and revocations that the hot path reads (DESIGN §5): a verified
+ * token is checked against it on every request, cache hit or not, so a revocation, a disabled or
+ * deleted agent, or a role change takes effect on the very next request.
+ *
+ * The store is the truth. Every instance keeps its view current three ways: it applies its own
+ * changes before answering the admin call that made them, it hears other instances' changes on
+ * the shared `identity` channel (Redis pub/sub in a cluster: well under a second), and it re-reads
+ * the store every `resyncMs` in case a message was lost.
+ */
+import type { SharedState, Unsubscribe } from '../state/types.ts'
+import type { Agent, Revocation, Store } from '../store/types.ts'
+
+/** What the directory needs from a token to judge it. */
+export interface TokenFacts {
+  sub: string
+  jti: string
+  /** seconds */
+  iat: number
+  /** seconds */
+  exp: number
+  /** the agent key the token was obtained with (exchange), absent for admin-issued tokens */
+  akid?: string | undefined
+}
+
+/** Why a token is no longer good, or undefined when it is. */
+export type RevokedReason =
+  | 'revoked_token'
+  | 'revoked_agent'
+  | 'revoked_key'
+  | 'agent_disabled'
+  | 'unknown_agent'
+
+type Message = { type: 'agent'; id: string } | { type: 'revocation'; revocation: Revocation }
+
+export const identityChannel = 'identity'
+
+export class AgentDirectory {
+  private agents = new Map<string, Agent>()
+  /** jti → the revoked token's exp (ms), after which the entry is useless. */
+  private revokedJtis = new Map<string, number>()
+  /** agent id → the latest kill switch (ms): tokens issued at or before it are refused. */
+  private agentRevokedAt = new Map<string, number>()
+  /** `agentId kid` → when the key was revoked (ms). */
+  private keyRevokedAt = new Map<string, number>()
+  private lastRevocationAt = 0
+  private unsubscribe: Unsubscribe | undefined
+  private timer: NodeJS.Timeout | undefined
+  private resyncing: Promise<void> | undefined
+
+  constructor(
+    private readonly store: Store,
+    private readonly state: SharedState,
+    private readonly onError: (err: unknown) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Load everything and start listening; resolves when the view is complete. */
+  async start(resyncMs: number): Promise<void> {
+    this.unsubscribe = this.state.subscribe(identityChannel, (text) => this.onMessage(text))
+    await this.resync()
+    this.timer = setInterval(() => {
+      this.resync().catch(this.onError)
+    }, resyncMs)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    this.unsubscribe?.()
+    if (this.timer !== undefined) clearInterval(this.timer)
+  }
+
+  /** Re-read agents and new revocations from the store. Concurrent calls share one read. */
+  resync(): Promise<void> {
+    this.resyncing ??= (async () => {
+      try {
+        const agents = new Map<string, Agent>()
+        let after: string | undefined
+        for (;;) {
+          const page = await this.store.agents.list({ limit: 500, after })
+          for (const agent of page) agents.set(agent.id, agent)
+          if (page.length < 500) break
+          after = page[page.length - 1]!.id
+        }
+        this.agents = agents
+        // A little overlap: revocations written by another instance in the same millisecond.
+        const since = Math.max(0, this.lastRevocationAt - 5_000)
+        for (const r of await this.store.revocations.list({ since, now: this.now() })) this.apply(r)
+        this.prune()
+      } finally {
+        this.resyncing = undefined
+      }
+    })()
+    return this.resyncing
+  }
+
+  get(id: string): Agent | undefined {
+    return this.agents.get(id)
+  }
+
+  byName(name: string): Agent | undefined {
+    for (const agent of this.agents.values()) if (agent.name === name) return agent
+    return undefined
+  }
+
+  /** Record a revocation here now (the caller also stores and publishes it). */
+  apply(r: Revocation): void {
+    if (r.createdAt > this.lastRevocationAt) this.lastRevocationAt = r.createdAt
+    if (r.kind === 'jti' && r.jti !== null) {
+      this.revokedJtis.set(r.jti, r.expiresAt ?? Number.MAX_SAFE_INTEGER)
+    } else if (r.kind === 'agent' && r.agentId !== null) {
+      if ((this.agentRevokedAt.get(r.agentId) ?? 0) < r.createdAt)
+        this.agentRevokedAt.set(r.agentId, r.createdAt)
+    } else if (r.kind === 'key' && r.agentId !== null && r.kid !== null) {
+      const key = `${r.agentId} ${r.kid}`
+      if ((this.keyRevokedAt.get(key) ?? 0) < r.createdAt) this.keyRevokedAt.set(key, r.createdAt)
+    }
+  }
+
+  /** Replace one agent's record here (after a create, patch or key change), or drop it. */
+  setAgent(id: string, agent: Agent | undefined): void {
+    if (agent === undefined) this.agents.delete(id)
+    else this.agents.set(id, agent)
+  }
+
+  /** True when the agent key may no longer be used (revoked). */
+  isKeyRevoked(agentId: string, kid: string): boolean {
+    return this.keyRevokedAt.has(`${agentId} ${kid}`)
+  }
+
+  /**
+   * Judge a verified token. Tokens carry `iat` in whole seconds, so a token issued in the same
+   * second as a kill switch counts as issued before it: refusing one token too many beats
+   * accepting one too many.
+   */
+  check(token: TokenFacts): RevokedReason | undefined {
+    const agent = this.agents.get(token.sub)
+    if (agent === undefined) return 'unknown_agent'
+    if (agent.status !== 'active') return 'agent_disabled'
+    if (this.revokedJtis.has(token.jti)) return 'revoked_token'
+    const issuedMs = token.iat * 1000
+    const killed = this.agentRevokedAt.get(token.sub)
+    if (killed !== undefined && issuedMs <= killed) return 'revoked_agent'
+    if (token.akid !== undefined) {
+      const keyKilled = this.keyRevokedAt.get(`${token.sub} ${token.akid}`)
+      if (keyKilled !== undefined && issuedMs <= keyKilled) return 'revoked_key'
+    }
+    return undefined
+  }
+
+  /** Tell every instance (this one included) that an agent changed. */
+  async announceAgent(id: string): Promise<void> {
+    await this.state.publish(identityChannel, JSON.stringify({ type: 'agent', id } satisfies Message))
+  }
+
+  async announceRevocation(revocation: Revocation): Promise<void> {
+    await this.state.publish(
+      identityChannel,
+      JSON.stringify({ type: 'revocation', revocation } satisfies Message),
+    )
+  }
+
+  private onMessage(text: string): void {
+    let message: Message
+    try {
+      message = JSON.parse(text) as Message
+    } catch (err) {
+      this.onError(err)
+      return
+    }
+    if (message.type === 'revocation') this.apply(message.revocation)
+    else if (message.type === 'agent' && typeof message.id === 'string') {
+      this.store.agents.get(message.id).then((agent) => this.setAgent(message.id, agent), this.onError)
+    }
+  }
+
+  private prune(): void {
+    const now = this.now()
+    for (const [jti, until] of this.revokedJtis) if (until < now) this.revokedJtis.delete(jti)
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Assembles agent identity for one gateway instance: store, shared state, directory, signing
+ * keys, and, once the public URL is known, the token issuer, verifier, routes and authenticator.
+ * main.ts calls `openIdentity` before listening (a broken store fails the start) and `finish`
+ * after, since the default issuer is the listener's real address.
+ */
+import type { CompiledConfig } from '../config/compile.ts'
+import type { Authenticator, PublicRoute } from '../http/pipeline.ts'
+import { createTokenIssuer, createTokenVerifier } from '../identity/access-token.ts'
+import { createKeyRing, type KeyRing } from '../identity/key-ring.ts'
+import { resolveMasterKey } from '../identity/master-key.ts'
+import type { Logger } from '../observability/logger.ts'
+import type { Metrics } from '../observability/metrics.ts'
+import { openSharedState } from '../state/open-state.ts'
+import type { SharedState } from '../state/types.ts'
+import { openStore } from '../store/open-store.ts'
+import type { Store } from '../store/types.ts'
+import { AgentDirectory } from './agent-directory.ts'
+import { AgentService } from './agent-service.ts'
+import { agentTokenAuthenticator, identityRoutes } from './public-routes.ts'
+import { TokenService } from './token-service.ts'
+
+/** Safety net for lost pub/sub messages: every instance re-reads agents and revocations this often. */
+const resyncMs = 5_000
+/** How often to check whether the signing key is due for rotation. */
+const rotationCheckMs = 60_000
+
+export interface Identity {
+  readonly store: Store
+  readonly state: SharedState
+  readonly directory: AgentDirectory
+  readonly agents: AgentService
+  readonly keyRing: KeyRing
+  /** Build what needs the issuer URL: the token service, public routes and the authenticator. */
+  finish(issuer: string): {
+    tokens: TokenService
+    routes: Map<string, PublicRoute>
+    authenticator: Authenticator
+  }
+  /** Bring the store's config-declared agents in line with a (re)loaded config. */
+  syncDeclared(config: CompiledConfig): Promise<void>
+  /** Readiness problems of the store and shared state, if any. */
+  problems(): Promise<string[]>
+  close(): Promise<void>
+}
+
+export async function openIdentity(options: {
+  config: CompiledConfig
+  env: NodeJS.ProcessEnv
+  logger: Logger
+  metrics: Metrics
+}): Promise<Identity> {
+  const { config, env, logger, metrics } = options
+  const raw = config.raw
+  const master = await resolveMasterKey({ env, configured: raw.secrets, dataDir: config.dataDir })
+  if (master.source === 'generated') {
+    logger.warn(
+      { file: master.file },
+      'generated a master key for this data directory; back it up, or set RUNR_MASTER_KEY in production',
+    )
+  }
+  const store = await openStore(
+    raw.store?.kind === 'postgres'
+      ? { kind: 'postgres', url: raw.store.url }
+      : { kind: 'sqlite', path: raw.store?.path ?? `${config.dataDir}/4runr.db` },
+    raw.store?.kind === 'postgres' && raw.store.schema !== undefined
+      ? { postgresSchema: raw.store.schema }
+      : {},
+  )
+  let state: SharedState | undefined
+  let directory: AgentDirectory | undefined
+  try {
+    state = await openSharedState(raw.redis, {
+      onError: (err, source) => logger.warn({ err, source }, 'shared state error'),
+    })
+    const onError = (err: unknown) => logger.error({ err }, 'identity sync failed')
+    directory = new AgentDirectory(store, state, onError)
+    await directory.start(resyncMs)
+    const keyRing = await createKeyRing({
+      store: store.signingKeys,
+      masterKey: master.key,
+      rotateEveryMs: config.tokens.rotateEveryMs,
+      maxTtlMs: config.tokens.maxTtlMs,
+    })
+    const agents = new AgentService(store, directory)
+    const stateRef = state
+    const directoryRef = directory
+    let current = config
+    // Another instance may rotate: re-read signing keys with the resync, and rotate when due.
+    const keysTimer = setInterval(
+      () => {
+        keyRing
+          .rotateIfDue()
+          .then((rotated) => {
+            if (rotated) logger.info({ kid: keyRing.active().kid }, 'signing key rotated')
+            return keyRing.refresh()
+          })
+          .catch((err: unknown) => logger.error({ err }, 'signing key rotation check failed'))
+      },
+      Math.min(rotationCheckMs, Math.max(1000, config.tokens.rotateEveryMs / 4)),
+    )
+    keysTimer.unref()
+    const refreshTimer = setInterval(() => {
+      keyRing.refresh().catch((err: unknown) => logger.error({ err }, 'signing key refresh failed'))
+    }, resyncMs)
+    refreshTimer.unref()
+
+    return {
+      store,
+      state,
+      directory,
+      agents,
+      keyRing,
+      finish(issuer) {
+        const tokens = new TokenService({
+          config: () => current,
+          issuer,
+          tokens: createTokenIssuer({ keyRing, issuer }),
+          verifier: createTokenVerifier({ keyRing, issuer }),
+          directory: directoryRef,
+          state: stateRef,
+          onIssued: (grant) => metrics.tokenIssued(grant),
+        })
+        return {
+          tokens,
+          routes: identityRoutes({ tokens, keyRing, issuer }),
+          authenticator: agentTokenAuthenticator(tokens, issuer),
+        }
+      },
+      async syncDeclared(next) {
+        current = next
+        await agents.syncDeclared(next.raw.agents ?? [])
+      },
+      async problems() {
+        const found: string[] = []
+        if (!(await store.ping().catch(() => false))) found.push(`store (${store.kind}) is not answering`)
+        if (!(await stateRef.ping().catch(() => false)))
+          found.push(`shared state (${stateRef.kind}) is not answering`)
+        return found
+      },
+      async close() {
+        clearInterval(keysTimer)
+        clearInterval(refreshTimer)
+        directoryRef.stop()
+        await stateRef.close()
+        await store.close()
+      },
+    }
+  } catch (err) {
+    directory?.stop()
+    await state?.close().catch(() => undefined)
+    await store.close().catch(() => undefined)
+    throw err
+  }
+}

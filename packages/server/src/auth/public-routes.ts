@@ -1,0 +1,118 @@
+/**
+ * The identity routes on the public listener: `POST /v1/token`, `GET /.well-known/jwks.json`, and
+ * the agent-token authenticator for channels (DESIGN §3, §5).
+ */
+import type { IncomingMessage } from 'node:http'
+import { GatewayError } from '../errors/gateway-error.ts'
+import type { Principal, RequestContext } from '../http/context.ts'
+import type { Authenticator, PublicRoute } from '../http/pipeline.ts'
+import { parseFormOrJson, readBody } from '../http/read-body.ts'
+import type { KeyRing } from '../identity/key-ring.ts'
+import { grantJwtBearer, grantTokenExchange, type TokenService } from './token-service.ts'
+
+/**
+ * The URLs a DPoP proof's `htu` may name for this request: the configured issuer's origin and
+ * the origin the client used (Host), each with the path as sent, without the query.
+ */
+export function requestUrls(req: IncomingMessage, issuer: string): string[] {
+  const url = req.url ?? '/'
+  const q = url.indexOf('?')
+  const path = q < 0 ? url : url.slice(0, q)
+  const urls = [new URL(issuer).origin + path]
+  const host = req.headers.host
+  if (host !== undefined) {
+    const scheme = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'
+    const own = `${scheme}://${host}${path}`
+    if (own !== urls[0]) urls.push(own)
+  }
+  return urls
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name]
+  return typeof value === 'string' ? value : undefined
+}
+
+export function identityRoutes(deps: {
+  tokens: TokenService
+  keyRing: KeyRing
+  issuer: string
+}): Map<string, PublicRoute> {
+  const token: PublicRoute = {
+    methods: ['POST'],
+    async handle(req: IncomingMessage, ctx: RequestContext) {
+      const body = await readBody(req, ctx.config.gateway.bodyLimitBytes)
+      const params = parseFormOrJson(body, req.headers['content-type'])
+      const answer = await deps.tokens.exchange(params, header(req, 'dpop'), requestUrls(req, deps.issuer))
+      // RFC 6749 §5.1: token responses must not be cached.
+      return { status: 200, body: answer, headers: { pragma: 'no-cache' } }
+    },
+  }
+  const jwks: PublicRoute = {
+    methods: ['GET', 'HEAD'],
+    async handle() {
+      return { status: 200, body: deps.keyRing.jwks(), headers: { 'cache-control': 'public, max-age=60' } }
+    },
+  }
+  // RFC 8414 metadata: lets clients (and `4runr token get`) find the issuer and endpoints.
+  const base = deps.issuer.replace(/\/+$/, '')
+  const metadata = {
+    issuer: deps.issuer,
+    token_endpoint: `${base}/v1/token`,
+    jwks_uri: `${base}/.well-known/jwks.json`,
+    grant_types_supported: [grantJwtBearer, grantTokenExchange],
+    token_endpoint_auth_methods_supported: ['private_key_jwt'],
+    token_endpoint_auth_signing_alg_values_supported: ['EdDSA'],
+    dpop_signing_alg_values_supported: ['EdDSA', 'ES256'],
+  }
+  const discovery: PublicRoute = {
+    methods: ['GET', 'HEAD'],
+    async handle() {
+      return { status: 200, body: metadata, headers: { 'cache-control': 'public, max-age=300' } }
+    },
+  }
+  return new Map([
+    ['/v1/token', token],
+    ['/.well-known/jwks.json', jwks],
+    ['/.well-known/oauth-authorization-server', discovery],
+  ])
+}
+
+const bearer = /^Bearer +([A-Za-z0-9._~+/-]+=*) *$/i
+const dpopScheme = /^DPoP +([A-Za-z0-9._~+/-]+=*) *$/i
+
+/**
+ * Agent tokens on channel routes: `Authorization: Bearer <token>` or, for key-bound tokens,
+ * `Authorization: DPoP <token>` with a `DPoP` proof. No Authorization header: not ours (undefined).
+ */
+export function agentTokenAuthenticator(tokens: TokenService, issuer: string): Authenticator {
+  const toPrincipal = (r: { agent: { id: string; roles: string[] }; claims: object }): Principal => ({
+    kind: 'agent',
+    id: r.agent.id,
+    roles: r.agent.roles,
+    claims: r.claims as Record<string, unknown>,
+  })
+  return (req, ctx) => {
+    const value = req.headers.authorization
+    if (value === undefined) return undefined
+    let scheme: 'bearer' | 'dpop'
+    let m = bearer.exec(value)
+    if (m !== null) scheme = 'bearer'
+    else {
+      m = dpopScheme.exec(value)
+      if (m === null) {
+        throw new GatewayError('unauthenticated', 'Send Authorization: Bearer <token> or DPoP <token>.', {
+          details: { reason: 'malformed' },
+          headers: { 'www-authenticate': 'Bearer, DPoP' },
+        })
+      }
+      scheme = 'dpop'
+    }
+    const result = tokens.authenticate(scheme, m[1]!, () => ({
+      dpop: header(req, 'dpop'),
+      method: ctx.method,
+      urls: requestUrls(req, issuer),
+    }))
+    return result instanceof Promise ? result.then(toPrincipal) : toPrincipal(result)
+  }
+}
