@@ -1,65 +1,18 @@
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { fileURLToPath } from 'node:url'
 import { parse, stringify } from 'yaml'
+import { root, runCli, startGatewayProcess as start } from '../support/process.ts'
 import { startUpstream } from '../support/upstream.ts'
 
-const root = fileURLToPath(new URL('../../', import.meta.url))
-const cli = join(root, 'packages/server/src/cli/index.ts')
-// Resolved here, since the child runs in a temp directory where a bare 'tsx' would not resolve.
-const tsx = import.meta.resolve('tsx')
 const pkg = JSON.parse(await readFile(join(root, 'packages/server/package.json'), 'utf8')) as {
   version: string
 }
 
-function run(args: string[], env: NodeJS.ProcessEnv = {}) {
-  return spawnSync(process.execPath, ['--import', tsx, cli, ...args], {
-    cwd: root,
-    encoding: 'utf8',
-    env: { ...process.env, ...env },
-  })
-}
-
-interface Started {
-  child: ChildProcess
-  publicUrl: string
-  adminUrl: string
-  stderr: () => string
-  exited: Promise<number | null>
-}
-
-/** Start `4runr start` and wait for its banner; the banner names the URLs it listens on. */
-async function start(configFile: string, env: NodeJS.ProcessEnv, cwd: string): Promise<Started> {
-  const child = spawn(process.execPath, ['--import', tsx, cli, 'start', '--config', configFile], {
-    cwd,
-    env: { ...process.env, RUNR_ADMIN_KEY: undefined, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stderr = ''
-  child.stdout!.resume()
-  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)))
-  const urls = await new Promise<{ publicUrl: string; adminUrl: string }>((ready, fail) => {
-    const timer = setTimeout(() => fail(new Error(`no banner within 20 s:\n${stderr}`)), 20_000)
-    child.stderr!.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString('utf8')
-      const pub = /public\s+(http:\/\/\S+)/.exec(stderr)
-      const adm = /admin\s+(http:\/\/\S+)/.exec(stderr)
-      if (pub && adm) {
-        clearTimeout(timer)
-        ready({ publicUrl: pub[1]!, adminUrl: adm[1]! })
-      }
-    })
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      fail(new Error(`exited with ${code}:\n${stderr}`))
-    })
-  })
-  return { child, ...urls, stderr: () => stderr, exited }
-}
+const run = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, env)
 
 /** The demo config with both listeners on free ports. */
 async function demoConfigIn(dir: string): Promise<string> {

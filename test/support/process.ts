@@ -1,0 +1,62 @@
+/**
+ * Real gateway processes for tests that need more than one (cluster behaviour) or the CLI as a
+ * user runs it: `4runr start` from the sources through tsx, its URLs read off the banner.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const root = fileURLToPath(new URL('../../', import.meta.url))
+export const cli = join(root, 'packages/server/src/cli/index.ts')
+// Resolved here, since a child running in a temp directory would not resolve a bare 'tsx'.
+export const tsx = import.meta.resolve('tsx')
+
+/** Run a `4runr` command to completion. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, cwd = root) {
+  return spawnSync(process.execPath, ['--import', tsx, cli, ...args], {
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+  })
+}
+
+export interface Started {
+  child: ChildProcess
+  publicUrl: string
+  adminUrl: string
+  stderr: () => string
+  exited: Promise<number | null>
+}
+
+/** Start `4runr start` and wait for its banner; the banner names the URLs it listens on. */
+export async function startGatewayProcess(
+  configFile: string,
+  env: NodeJS.ProcessEnv,
+  cwd: string,
+): Promise<Started> {
+  const child = spawn(process.execPath, ['--import', tsx, cli, 'start', '--config', configFile], {
+    cwd,
+    env: { ...process.env, RUNR_ADMIN_KEY: undefined, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stderr = ''
+  child.stdout!.resume()
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)))
+  const urls = await new Promise<{ publicUrl: string; adminUrl: string }>((ready, fail) => {
+    const timer = setTimeout(() => fail(new Error(`no banner within 20 s:\n${stderr}`)), 20_000)
+    child.stderr!.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8')
+      const pub = /public\s+(http:\/\/\S+)/.exec(stderr)
+      const adm = /admin\s+(http:\/\/\S+)/.exec(stderr)
+      if (pub && adm) {
+        clearTimeout(timer)
+        ready({ publicUrl: pub[1]!, adminUrl: adm[1]! })
+      }
+    })
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      fail(new Error(`exited with ${code}:\n${stderr}`))
+    })
+  })
+  return { child, ...urls, stderr: () => stderr, exited }
+}
