@@ -65,7 +65,7 @@ export function parsePublicJwk(value: unknown): PublicJwk {
 }
 
 /** The RFC 7638 thumbprint (base64url SHA-256) of an Ed25519 public key. */
-export function jwkThumbprint(jwk: Pick<PublicJwk, 'crv' | 'kty' | 'x'>): string {
+export function jwkThumbprint(jwk: PublicJwk): string {
   // RFC 7638 §3.2: the required members only, in lexicographic order, without whitespace.
   const canonical = `{"crv":${JSON.stringify(jwk.crv)},"kty":${JSON.stringify(jwk.kty)},"x":${JSON.stringify(jwk.x)}}`
   return createHash('sha256').update(canonical, 'utf8').digest('base64url')
