@@ -43,6 +43,18 @@ function banner(gateway: RunningGateway, file: string, env: NodeJS.ProcessEnv): 
     `  curl -H "Authorization: Bearer $RUNR_ADMIN_KEY" ${gateway.adminUrl}/metrics`,
     '',
   )
+  const guarded = first?.rules.find((r) => !r.public && !r.disabled && r.match !== 'all')
+  if (first !== undefined && guarded !== undefined && first.prefixAsWritten !== '') {
+    const roles = [...new Set([...(guarded.roles?.values() ?? [])].flat())]
+    lines.push(
+      `An agent with a token (npx 4runr … inside this repository; needs RUNR_ADMIN_KEY):`,
+      `  npx 4runr agent create --name my-agent${roles.length > 0 ? ` --roles ${roles.join(',')}` : ''} --admin ${gateway.adminUrl} --url ${gateway.publicUrl}`,
+      `  TOKEN=$(npx 4runr token get --key my-agent.key.json --scope channel:${first.name})`,
+      `  curl -i -H "Authorization: Bearer $TOKEN" ${gateway.publicUrl}${first.prefixAsWritten}${guarded.base}/x`,
+      '  npx 4runr token revoke "$TOKEN"',
+      '',
+    )
+  }
   return lines.join('\n')
 }
 
