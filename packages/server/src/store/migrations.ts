@@ -5,6 +5,7 @@
  * Later versions (policies, secrets, audit) are appended here.
  */
 
+/** One step of the schema; its version is recorded in schema_migrations once applied. */
 export interface Migration {
   version: number
   name: string

@@ -8,8 +8,9 @@ import { after, before, beforeEach, describe, it } from 'node:test'
 import Database from 'better-sqlite3'
 import postgres from 'postgres'
 import { requireService, serviceUrls } from '../../../../test/support/services.ts'
-import { postgresMigrations, sqliteMigrations } from './migrations.ts'
+import { postgresMigrations, SchemaTooNewError, sqliteMigrations } from './migrations.ts'
 import { openStore } from './open-store.ts'
+import { openPostgresStore } from './postgres-store.ts'
 import { openSqliteStore } from './sqlite-store.ts'
 import {
   type AgentKey,
@@ -526,6 +527,7 @@ function contract(backend: Backend): void {
         await backend.query(`insert into schema_migrations (version, applied_at) values (${latest + 1}, 0)`)
         try {
           await assert.rejects(backend.open(), {
+            name: SchemaTooNewError.name,
             message: `database schema version ${latest + 1} is newer than this gateway supports (${latest})`,
           })
         } finally {
@@ -570,6 +572,45 @@ describe('sqlite store files', () => {
     assert.equal(await second.agents.get('a1'), undefined)
     await first.close()
     await second.close()
+  })
+})
+
+describe('postgres store startup', () => {
+  const url = serviceUrls.postgres
+  const schema = `runr_test_${randomBytes(6).toString('hex')}`
+  let raw: postgres.Sql | undefined
+
+  after(async () => {
+    if (raw === undefined) return
+    await raw.unsafe(`drop schema if exists "${schema}" cascade`)
+    await raw.end()
+  })
+
+  it('migrates a new schema once when two gateways start at the same moment', async (t) => {
+    if (!(await requireService('postgres', url))) return t.skip('postgres not running')
+    raw = postgres(url, { max: 1, onnotice: () => {} })
+    const opened = await Promise.allSettled([
+      openPostgresStore(url, { schema, max: 2 }),
+      openPostgresStore(url, { schema, max: 2 }),
+    ])
+    const stores = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []))
+    try {
+      for (const result of opened) if (result.status === 'rejected') throw result.reason
+      const rows = await raw.unsafe(`select version from "${schema}".schema_migrations order by version`)
+      assert.deepEqual(
+        rows.map((row) => row['version']),
+        postgresMigrations.map((migration) => migration.version),
+      )
+      await stores[0]!.agents.create({ id: 'a1', name: 'shared', createdAt: 1_000 })
+      assert.equal((await stores[1]!.agents.get('a1'))?.name, 'shared')
+    } finally {
+      // A store left open would keep the test process alive until the runner's timeout.
+      await Promise.all(stores.map((store) => store.close()))
+    }
+  })
+
+  it('refuses a schema name that is not a plain identifier', async () => {
+    await assert.rejects(openPostgresStore(url, { schema: 'x"; drop schema public; --' }), TypeError)
   })
 })
 
