@@ -25,6 +25,15 @@ const resyncMs = 5_000
 /** How often to check whether the signing key is due for rotation. */
 const rotationCheckMs = 60_000
 
+/** A ping that answers true within the readiness budget; a hung connection counts as down. */
+function answers(ping: Promise<boolean>, timeoutMs = 2000): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<boolean>((done) => {
+    timer = setTimeout(() => done(false), timeoutMs)
+  })
+  return Promise.race([ping.catch(() => false), timeout]).finally(() => clearTimeout(timer))
+}
+
 export interface Identity {
   readonly store: Store
   readonly state: SharedState
@@ -132,10 +141,10 @@ export async function openIdentity(options: {
         await agents.syncDeclared(next.raw.agents ?? [])
       },
       async problems() {
+        const [storeOk, stateOk] = await Promise.all([answers(store.ping()), answers(stateRef.ping())])
         const found: string[] = []
-        if (!(await store.ping().catch(() => false))) found.push(`store (${store.kind}) is not answering`)
-        if (!(await stateRef.ping().catch(() => false)))
-          found.push(`shared state (${stateRef.kind}) is not answering`)
+        if (!storeOk) found.push(`store (${store.kind}) is not answering`)
+        if (!stateOk) found.push(`shared state (${stateRef.kind}) is not answering`)
         return found
       },
       async close() {
