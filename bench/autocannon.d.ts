@@ -23,6 +23,7 @@ declare module 'autocannon' {
     connectionRate?: number
     pipelining?: number
     timeout?: number
+    headers?: Record<string, string>
   }
 
   export interface Result {

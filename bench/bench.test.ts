@@ -1,22 +1,55 @@
 /**
  * The benchmark's own tests: the wrk output parser on real wrk output, the rows / table /
- * acceptance computation, the generated configs, and a smoke test that the upstream and the
- * bare-Node proxy start as child processes and pass a request through. No load is generated.
+ * acceptance computation, the generated configs, and smoke tests that the upstream and the
+ * bare-Node proxy start as child processes and pass a request through, and that the
+ * gateway-auth row starts with a working token that its load generators send. No load to
+ * speak of is generated (a few hundred requests).
  */
 import assert from 'node:assert/strict'
-import { after, describe, it } from 'node:test'
-import { parseWrk, wrkDurationMs } from './load.ts'
-import { freePort, httpGet, type Proc, parseCpuList, startProcess, stopAll, waitForHttp } from './proc.ts'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { headersFromEnv } from './fixed-rate.ts'
+import {
+  type ExchangeResult,
+  parseWrk,
+  runFixedRate,
+  runTokenExchange,
+  wrkDurationMs,
+  wrkHeaderArgs,
+} from './load.ts'
+import {
+  freePort,
+  httpGet,
+  type Pinning,
+  type Proc,
+  parseCpuList,
+  startProcess,
+  stopAll,
+  waitForHttp,
+} from './proc.ts'
 import {
   acceptanceChecks,
   buildRows,
   formatCheck,
+  formatExchange,
   formatTable,
   median,
   type TargetSamples,
   tableCells,
 } from './report.ts'
-import { gatewayConfig, nginxConfig, TARGETS } from './targets.ts'
+import {
+  type BenchContext,
+  GATEWAY_CLI,
+  gatewayAuth,
+  gatewayConfig,
+  nginxConfig,
+  type Running,
+  startUpstream,
+  TARGETS,
+} from './targets.ts'
+import { presignCount } from './token-exchange.ts'
 import { BODY } from './upstream.ts'
 
 // Captured from `wrk -t1 -c50 -d3s --latency` against bench/upstream.ts (node:http) on CPU 1.
@@ -179,7 +212,7 @@ describe('rows and table', () => {
     const checks = acceptanceChecks(buildRows(samples))
     assert.deepEqual(
       checks.map((c) => c.pass),
-      [true, true],
+      [true, true, null],
     )
     assert.equal(formatCheck(checks[0]!), 'PASS  gateway RPS ≥ 30% of nginx: 30.00% (15,000 vs 50,000)')
     const slower = samples.map((s) =>
@@ -187,8 +220,60 @@ describe('rows and table', () => {
     )
     assert.deepEqual(
       acceptanceChecks(buildRows(slower)).map((c) => c.pass),
-      [false, false],
+      [false, false, null],
     )
+  })
+
+  const withAuth = (rps: number, extra: Partial<TargetSamples> = {}): TargetSamples[] => [
+    ...samples,
+    {
+      name: 'gateway-auth',
+      throughput: [run(rps, 3.4, 5.2), run(rps + 500, 3.3, 5), run(rps - 500, 3.5, 5.5)],
+      fixedRate: [run(2000, 0.4, 1.5), run(2000, 0.4, 1.9), run(2000, 0.4, 1.7)],
+      ...extra,
+    },
+  ]
+
+  it('checks gateway-auth RPS against the gateway at 90% (inclusive)', () => {
+    const at90 = acceptanceChecks(buildRows(withAuth(13_500)))
+    assert.equal(at90.length, 3)
+    assert.equal(at90[2]!.pass, true)
+    assert.equal(formatCheck(at90[2]!), 'PASS  gateway-auth RPS ≥ 90% of gateway: 90.00% (13,500 vs 15,000)')
+    const below = acceptanceChecks(buildRows(withAuth(13_400)))[2]!
+    assert.equal(below.pass, false)
+    assert.equal(formatCheck(below), 'FAIL  gateway-auth RPS ≥ 90% of gateway: 89.33% (13,400 vs 15,000)')
+    // The nginx checks are about the gateway row only.
+    assert.deepEqual(
+      acceptanceChecks(buildRows(withAuth(13_400)))
+        .slice(0, 2)
+        .map((c) => c.pass),
+      [true, true],
+    )
+  })
+
+  it('fails gateway-auth when any of its requests was refused, however fast', () => {
+    const refused = withAuth(40_000, {
+      throughput: [{ ...run(40_000, 1, 2), non2xx: 120_000 }],
+      fixedRate: [run(2000, 0.3, 1)],
+    })
+    const check = acceptanceChecks(buildRows(refused))[2]!
+    assert.equal(check.pass, false)
+    assert.match(formatCheck(check), /^FAIL .*266\.67% .*120,000 non-2xx answers and 0 errors/)
+    assert.match(formatTable(buildRows(refused)), /\| gateway-auth \(120000 non-2xx, 0 errors\) /)
+  })
+
+  it('skips the gateway-auth check when either row did not run', () => {
+    const notBuilt = withAuth(14_000, { skipped: 'not built (npm run build)', throughput: [], fixedRate: [] })
+    assert.match(
+      formatCheck(acceptanceChecks(buildRows(notBuilt))[2]!),
+      /^SKIP {2}gateway-auth RPS ≥ 90% of gateway: gateway-auth: not built/,
+    )
+    assert.match(
+      formatCheck(acceptanceChecks(buildRows(samples))[2]!),
+      /^SKIP {2}gateway-auth RPS ≥ 90% of gateway: gateway-auth: no row$/,
+    )
+    const noGateway = buildRows(withAuth(14_000).filter((s) => s.name !== 'gateway'))
+    assert.match(formatCheck(acceptanceChecks(noGateway)[2]!), /^SKIP .*: gateway: no row$/)
   })
 
   it('shows a target that did not run, and skips the checks that need it', () => {
@@ -206,7 +291,7 @@ describe('rows and table', () => {
     const checks = acceptanceChecks(rows)
     assert.deepEqual(
       checks.map((c) => c.pass),
-      [null, null],
+      [null, null, null],
     )
     assert.match(formatCheck(checks[0]!), /^SKIP .*gateway: not built/)
   })
@@ -218,12 +303,78 @@ describe('rows and table', () => {
   })
 })
 
+describe('token exchange report', () => {
+  const result: ExchangeResult = {
+    durationSec: 5,
+    concurrency: 16,
+    elapsedSec: 5.01,
+    rps: 1234.4,
+    p50: 12.345,
+    p99: 30.1,
+    ok: 6184,
+    non200: {},
+    errors: 0,
+    errorKinds: {},
+    perSecond: [1200, 1250, 1240, 1244, 1250],
+    presigned: 9000,
+    signSec: 0.8,
+    exhausted: false,
+    warmup: { ok: 800, non200: {}, errors: 0, errorKinds: {}, rps: 900 },
+  }
+
+  it('prints the rate and latencies on one line', () => {
+    assert.equal(
+      formatExchange(result),
+      'token exchange: 1,234/s (p50 12.35 ms, p99 30.10 ms)  [6,184 tokens in 5.01 s, 16 concurrent]',
+    )
+  })
+
+  it('shows every answer that was not a 200, warm-up included, and running out of assertions', () => {
+    const text = formatExchange({
+      ...result,
+      non200: { '400 invalid_grant/replayed_jti': 3, '503 not_ready': 7 },
+      errors: 2,
+      errorKinds: { ECONNRESET: 2 },
+      exhausted: true,
+      warmup: { ...result.warmup, non200: { '400 invalid_grant/expired': 1 } },
+    })
+    const lines = text.split('\n')
+    assert.match(lines[0]!, /^token exchange: 1,234\/s/)
+    assert.deepEqual(lines.slice(1), [
+      '  10 non-200: 503 not_ready ×7, 400 invalid_grant/replayed_jti ×3',
+      '  2 errors: ECONNRESET ×2',
+      '  warm-up: 1 non-200: 400 invalid_grant/expired ×1',
+      '  ran out of the 9,000 pre-signed assertions before 5 s',
+    ])
+  })
+
+  it('signs enough assertions for three times the warm-up rate', () => {
+    assert.equal(presignCount(1000, 5, 16), 15_064)
+    // A slow or failed warm-up still signs for 100/s.
+    assert.equal(presignCount(0, 2, 10), 640)
+    assert.equal(presignCount(1e9, 5, 16), 200_000)
+  })
+})
+
 describe('targets and configs', () => {
   it('lists the rows in report order with unique names', () => {
     assert.deepEqual(
       TARGETS.map((t) => t.name),
-      ['direct', 'nginx', 'bare-node', 'gateway'],
+      ['direct', 'nginx', 'bare-node', 'gateway', 'gateway-auth'],
     )
+  })
+
+  it('passes request headers to wrk as -H and to fixed-rate.ts as JSON', () => {
+    assert.deepEqual(wrkHeaderArgs({ authorization: 'Bearer abc' }), ['-H', 'authorization: Bearer abc'])
+    assert.deepEqual(wrkHeaderArgs(undefined), [])
+    assert.deepEqual(headersFromEnv(undefined), {})
+    assert.deepEqual(headersFromEnv('{"Authorization":"Bearer abc"}'), { authorization: 'Bearer abc' })
+    // A malformed value is a mistake to report, but never to echo: it may hold a token.
+    assert.throws(
+      () => headersFromEnv('{"authorization":"Bearer secret"'),
+      (err: Error) => /not JSON/.test(err.message) && !err.message.includes('secret'),
+    )
+    assert.throws(() => headersFromEnv('{"authorization":42}'), /not a string/)
   })
 
   it('writes an nginx config with one worker and upstream keep-alive', () => {
@@ -250,6 +401,28 @@ describe('targets and configs', () => {
     assert.match(yaml, /store: \{ kind: sqlite, path: "\/tmp\/x\/4runr\.db" \}/)
     assert.match(yaml, /url: "http:\/\/127\.0\.0\.1:9000"/)
     assert.match(yaml, /prefix: \/bench, system: up, rules: \[ \{ path: "\*", public: true \} \]/)
+    assert.doesNotMatch(yaml, /tokens:/)
+  })
+
+  it('writes the gateway-auth config: same channel, not public, hour-long tokens', () => {
+    const yaml = gatewayConfig({
+      port: 8000,
+      adminPort: 8001,
+      upstreamPort: 9000,
+      tmpDir: '/tmp/y',
+      auth: true,
+    })
+    const pub = gatewayConfig({ port: 8000, adminPort: 8001, upstreamPort: 9000, tmpDir: '/tmp/y' })
+    assert.match(yaml, /prefix: \/bench, system: up, rules: \[ \{ path: "\*" \} \]/)
+    assert.match(yaml, /^tokens: \{ ttl: 1h, maxTtl: 1h \}$/m)
+    assert.doesNotMatch(yaml, /public/)
+    // Everything else is the gateway row's config.
+    const rest = (text: string) =>
+      text
+        .split('\n')
+        .filter((l) => !l.startsWith('tokens:') && !l.startsWith('channels:'))
+        .join('\n')
+    assert.equal(rest(yaml), rest(pub))
   })
 
   it('expands CPU lists', () => {
@@ -317,5 +490,87 @@ describe('smoke: upstream and bare proxy', () => {
     } finally {
       await proxy.stop()
     }
+  })
+})
+
+describe('smoke: gateway-auth', {
+  skip: existsSync(GATEWAY_CLI) ? false : 'not built (npm run build)',
+}, () => {
+  const pinning: Pinning = { enabled: false, reason: 'test' }
+  let tmpDir: string
+  let upstream: Running & { port: number }
+  let running: Running
+
+  before(async () => {
+    tmpDir = mkdtempSync(join(tmpdir(), 'runr-bench-test-'))
+    upstream = await startUpstream(pinning)
+    const ctx: BenchContext = {
+      tmpDir,
+      upstreamUrl: upstream.url,
+      upstreamPort: upstream.port,
+      pinning,
+      path: '/bench/hello',
+    }
+    // start() itself refuses to return unless the route answers 401 without the token and 200 with it.
+    running = await gatewayAuth.start(ctx)
+  })
+  after(async () => {
+    await running?.stop()
+    await upstream?.stop()
+    await stopAll()
+    rmSync(tmpDir, { recursive: true, force: true })
+  })
+
+  it('starts with a bearer token and the agent for the exchange measurement', () => {
+    const auth = running.headers?.['authorization'] ?? ''
+    assert.match(auth, /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/)
+    assert.equal(running.tokenExchange?.scope, 'channel:bench')
+    assert.match(running.tokenExchange?.agent.id ?? '', /^agt_/)
+    assert.match(running.tokenExchange?.issuer ?? '', /^http:\/\/127\.0\.0\.1:\d+$/)
+  })
+
+  it('the paced generator sends the token on every request (and does not print it)', async () => {
+    const r = await runFixedRate({
+      url: running.url,
+      headers: running.headers,
+      durationSec: 1,
+      connections: 4,
+      pinning,
+      rate: 100,
+    })
+    assert.equal(r.non2xx, 0)
+    assert.equal(r.errors, 0)
+    assert.equal(r.requests, 100)
+    const token = running.headers!['authorization']!.slice('Bearer '.length)
+    assert.equal(JSON.stringify(r).includes(token), false)
+    const without = await runFixedRate({
+      url: running.url,
+      durationSec: 1,
+      connections: 4,
+      pinning,
+      rate: 50,
+    })
+    assert.equal(without.non2xx, 50, 'without the header every request is refused')
+  })
+
+  it('measures token exchanges with every answer accounted for', async () => {
+    const r = await runTokenExchange({
+      setup: running.tokenExchange!,
+      durationSec: 1,
+      concurrency: 2,
+      pinning,
+    })
+    assert.ok(r.ok > 0, formatExchange(r))
+    assert.deepEqual(r.non200, {}, formatExchange(r))
+    assert.equal(r.errors, 0)
+    assert.deepEqual(r.warmup.non200, {})
+    assert.equal(r.exhausted, false)
+    assert.ok(r.presigned >= r.ok)
+    assert.ok(r.p50 > 0 && r.p99 >= r.p50)
+    assert.equal(
+      r.perSecond.reduce((a, b) => a + b, 0),
+      r.ok,
+    )
+    assert.equal(JSON.stringify(r).includes(running.tokenExchange!.agent.privateKeyJwk.d!), false)
   })
 })

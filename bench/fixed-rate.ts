@@ -16,6 +16,8 @@
  *   a saturated 50-connection burst, close to the throughput run's, not the latency at a
  *   steady 2,000/s. Kept for comparison (BENCH_RATE_TOOL=autocannon).
  * RATE 0 runs autocannon as fast as it can: the throughput fallback when wrk is missing.
+ * Extra request headers (gateway-auth's bearer token) come as JSON in BENCH_LOAD_HEADERS, so
+ * they never appear in argv.
  *
  * Percentiles come from every response's own time with sub-millisecond precision
  * (autocannon's histogram keeps whole milliseconds, too coarse for a 1 ms comparison; its
@@ -25,11 +27,32 @@
 import { pathToFileURL } from 'node:url'
 import autocannon, { type Options, type Result } from 'autocannon'
 import { type Dispatcher, Pool } from 'undici'
-import type { LoadResult } from './load.ts'
+import { HEADERS_ENV, type LoadResult } from './load.ts'
 
 export type RateTool = 'paced' | 'autocannon'
 
 const WARMUP_S = 1
+
+/** The extra request headers from `BENCH_LOAD_HEADERS` (a JSON object of strings), or {}. */
+export function headersFromEnv(raw: string | undefined): Record<string, string> {
+  if (raw === undefined || raw === '') return {}
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw)
+  } catch {
+    // The value may be a secret: say what is wrong, not what it is.
+    throw new Error(`${HEADERS_ENV} is not JSON`)
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new Error(`${HEADERS_ENV} must be a JSON object`)
+  }
+  const out: Record<string, string> = {}
+  for (const [name, value] of Object.entries(parsed)) {
+    if (typeof value !== 'string') throw new Error(`${HEADERS_ENV}: header ${name} is not a string`)
+    out[name.toLowerCase()] = value
+  }
+  return out
+}
 
 /** The q-quantile (0..1) of ascending `sorted` (nearest rank). */
 export function quantile(sorted: ArrayLike<number>, q: number): number {
@@ -65,6 +88,7 @@ class Samples {
 async function pacedRun(
   pool: Pool,
   path: string,
+  headers: Record<string, string>,
   rate: number,
   durationSec: number,
   samples: Samples | null,
@@ -101,7 +125,7 @@ async function pacedRun(
         finish()
       },
     }
-    pool.dispatch({ method: 'GET', path, headers: { 'user-agent': 'runr-bench-paced' } }, handler)
+    pool.dispatch({ method: 'GET', path, headers }, handler)
   }
   const start = performance.now()
   await new Promise<void>((res) => {
@@ -125,14 +149,21 @@ async function pacedRun(
   return { non2xx, errors, elapsedMs: performance.now() - start }
 }
 
-async function paced(url: string, rate: number, durationSec: number, connections: number): Promise<Output> {
+async function paced(
+  url: string,
+  rate: number,
+  durationSec: number,
+  connections: number,
+  extraHeaders: Record<string, string>,
+): Promise<Output> {
   const target = new URL(url)
   const pool = new Pool(target.origin, { connections, pipelining: 1, keepAliveTimeout: 60_000 })
   const path = target.pathname + target.search
+  const headers = { 'user-agent': 'runr-bench-paced', ...extraHeaders }
   try {
-    await pacedRun(pool, path, rate, WARMUP_S, null)
+    await pacedRun(pool, path, headers, rate, WARMUP_S, null)
     const samples = new Samples()
-    const r = await pacedRun(pool, path, rate, durationSec, samples)
+    const r = await pacedRun(pool, path, headers, rate, durationSec, samples)
     const sorted = samples.sorted()
     return {
       rate,
@@ -167,8 +198,15 @@ async function withAutocannon(
   rate: number,
   durationSec: number,
   connections: number,
+  headers: Record<string, string>,
 ): Promise<Output> {
-  const options: Options = { url, connections, timeout: 10, ...(rate > 0 ? { overallRate: rate } : {}) }
+  const options: Options = {
+    url,
+    connections,
+    timeout: 10,
+    headers,
+    ...(rate > 0 ? { overallRate: rate } : {}),
+  }
   await autocannonRun({ ...options, duration: WARMUP_S }, null)
   const samples = new Samples()
   const { result, count } = await autocannonRun({ ...options, duration: durationSec }, samples)
@@ -202,10 +240,11 @@ async function main(): Promise<void> {
   const duration = Number(durationArg)
   const connections = Number(connectionsArg)
   const tool = rate > 0 ? rateTool(toolArg) : 'autocannon'
+  const headers = headersFromEnv(process.env[HEADERS_ENV])
   const out =
     tool === 'paced'
-      ? await paced(url, rate, duration, connections)
-      : await withAutocannon(url, rate, duration, connections)
+      ? await paced(url, rate, duration, connections, headers)
+      : await withAutocannon(url, rate, duration, connections, headers)
   process.stdout.write(`${JSON.stringify(out)}\n`)
 }
 

@@ -1,10 +1,12 @@
 /**
- * Load generation: `wrk` for throughput when it is installed (autocannon otherwise), and
- * bench/fixed-rate.ts at a fixed request rate for latency. Both run as child processes pinned to the
- * load CPU, so the generator never shares a core with the proxy under test.
+ * Load generation: `wrk` for throughput when it is installed (autocannon otherwise),
+ * bench/fixed-rate.ts at a fixed request rate for latency, and bench/token-exchange.ts for
+ * `POST /v1/token`. All run as child processes pinned to the load CPU, so the generator never
+ * shares a core with the proxy under test.
  */
 import { join } from 'node:path'
 import { type Pinning, pinPrefix, ROOT, runToEnd } from './proc.ts'
+import type { TokenExchangeSetup } from './targets.ts'
 
 /** One load run's result. Latencies are in milliseconds. */
 export interface LoadResult {
@@ -64,9 +66,19 @@ export interface LoadOptions {
   durationSec: number
   connections: number
   pinning: Pinning
+  /** sent with every request (may hold a bearer token: never logged) */
+  headers?: Record<string, string>
 }
 
-/** `wrk -t1 -cN -dDs --latency URL`, pinned to the load CPU. */
+/** Environment variable that hands the request headers to fixed-rate.ts, as JSON. */
+export const HEADERS_ENV = 'BENCH_LOAD_HEADERS'
+
+/** wrk's `-H 'Name: value'` arguments for `headers`. */
+export function wrkHeaderArgs(headers: Record<string, string> = {}): string[] {
+  return Object.entries(headers).flatMap(([name, value]) => ['-H', `${name}: ${value}`])
+}
+
+/** `wrk -t1 -cN -dDs --latency [-H …] URL`, pinned to the load CPU. */
 export async function runWrk(options: LoadOptions): Promise<LoadResult> {
   const argv = [
     ...pinPrefix(options.pinning, 'load'),
@@ -75,6 +87,7 @@ export async function runWrk(options: LoadOptions): Promise<LoadResult> {
     `-c${options.connections}`,
     `-d${options.durationSec}s`,
     '--latency',
+    ...wrkHeaderArgs(options.headers),
     options.url,
   ]
   const { code, stdout, stderr } = await runToEnd('wrk', argv, {
@@ -113,12 +126,81 @@ export async function runFixedRate(
     String(options.connections),
     options.tool ?? 'paced',
   ]
+  // In the environment, not argv: argv shows up in `ps` and in error messages.
+  const env = options.headers ? { [HEADERS_ENV]: JSON.stringify(options.headers) } : undefined
   const { code, stdout, stderr } = await runToEnd('fixed-rate', argv, {
     timeoutMs: (options.durationSec + 30) * 1000,
+    ...(env ? { env } : {}),
   })
   const line = stdout.trim().split('\n').pop() ?? ''
   if (code !== 0 || !line.startsWith('{')) {
     throw new Error(`fixed-rate.ts exited ${code}: ${stderr.trim() || stdout.trim()}`)
   }
   return JSON.parse(line) as RateResult
+}
+
+/** Answers of a token exchange run, by kind. */
+export interface ExchangeTally {
+  /** 200 answers: tokens issued */
+  ok: number
+  /** every other answer, by `status code/reason` (`400 invalid_grant/replayed_jti`) */
+  non200: Record<string, number>
+  /** requests without an answer (connection errors), by error code */
+  errors: number
+  errorKinds: Record<string, number>
+}
+
+/** What `bench/token-exchange.ts` prints (one JSON line). Latencies in ms, of the 200s. */
+export interface ExchangeResult extends ExchangeTally {
+  durationSec: number
+  concurrency: number
+  /** until the last answer, so slightly over durationSec */
+  elapsedSec: number
+  /** 200s per second over elapsedSec */
+  rps: number
+  p50: number
+  p99: number
+  /** 200s in each second of the run (answers in flight at the deadline land in a last, partial one) */
+  perSecond: number[]
+  /** assertions signed before the clock started, and how long that took */
+  presigned: number
+  signSec: number
+  /** true when the signed assertions ran out before durationSec */
+  exhausted: boolean
+  /** the unrecorded 1 s warm-up that sized `presigned` */
+  warmup: ExchangeTally & { rps: number }
+}
+
+/** Environment variable that hands the agent (JSON `TokenExchangeSetup`) to token-exchange.ts. */
+export const EXCHANGE_ENV = 'BENCH_EXCHANGE'
+
+/**
+ * Runs `bench/token-exchange.ts` in a child process pinned to the load CPU. `setup` holds the
+ * agent's private key: it travels in the child's environment, never in argv or output.
+ */
+export async function runTokenExchange(options: {
+  setup: TokenExchangeSetup
+  durationSec: number
+  concurrency: number
+  pinning: Pinning
+}): Promise<ExchangeResult> {
+  const argv = [
+    ...pinPrefix(options.pinning, 'load'),
+    process.execPath,
+    '--import',
+    'tsx',
+    join(ROOT, 'bench', 'token-exchange.ts'),
+    String(options.durationSec),
+    String(options.concurrency),
+  ]
+  const { code, stdout, stderr } = await runToEnd('token-exchange', argv, {
+    // Signing the assertions comes on top of the run.
+    timeoutMs: (options.durationSec + 90) * 1000,
+    env: { [EXCHANGE_ENV]: JSON.stringify(options.setup) },
+  })
+  const line = stdout.trim().split('\n').pop() ?? ''
+  if (code !== 0 || !line.startsWith('{')) {
+    throw new Error(`token-exchange.ts exited ${code}: ${stderr.trim() || stdout.trim()}`)
+  }
+  return JSON.parse(line) as ExchangeResult
 }

@@ -2,7 +2,7 @@
  * Turns the measured runs into rows (median per target over the rounds), the printed table,
  * and the acceptance checks. Pure functions, tested in bench.test.ts.
  */
-import type { LoadResult } from './load.ts'
+import type { ExchangeResult, ExchangeTally, LoadResult } from './load.ts'
 
 /** Everything measured for one target in one run. */
 export interface TargetSamples {
@@ -126,31 +126,55 @@ export interface Check {
 
 export const MIN_RPS_RATIO = 0.3
 export const MAX_FIXED_P99_DIFF_MS = 1
+/** What a bearer token on every request (verify from cache + revocation check) may cost. */
+export const MIN_AUTH_RPS_RATIO = 0.9
 /** Thresholds are inclusive; this keeps floating-point noise from deciding a check. */
 const EPSILON = 1e-9
 
-/** The issue's acceptance checks for `subject` against the reference row. */
+/** Why a check comparing `subject` to `reference` cannot be evaluated. */
+function missingReason(rows: Row[], subject: string, reference: string, what: string): string {
+  const s = rows.find((r) => r.name === subject)
+  const ref = rows.find((r) => r.name === reference)
+  return !s || s.skipped
+    ? `${subject}: ${s?.skipped ?? 'no row'}`
+    : !ref || ref.skipped
+      ? `${reference}: ${ref?.skipped ?? 'no row'}`
+      : `no ${what} measured`
+}
+
+/**
+ * `subject`'s median RPS is at least `min` of `reference`'s. With `answeredOnly`, any non-2xx
+ * answer or error in `subject`'s runs fails it: wrk counts refusals as requests, and a row
+ * answering 401 (an expired or refused token) is faster than one doing the work.
+ */
+function rpsCheck(rows: Row[], subject: string, reference: string, min: number, answeredOnly = false): Check {
+  const s = rows.find((r) => r.name === subject)
+  const ref = rows.find((r) => r.name === reference)
+  const name = `${subject} RPS ≥ ${Math.round(min * 100)}% of ${reference}`
+  if (s?.rps == null || !ref?.rps) {
+    return { name, pass: null, detail: missingReason(rows, subject, reference, 'RPS') }
+  }
+  const ratio = s.rps / ref.rps
+  const detail = `${(ratio * 100).toFixed(2)}% (${fmtInt(s.rps)} vs ${fmtInt(ref.rps)})`
+  if (answeredOnly && s.non2xx + s.errors > 0) {
+    return {
+      name,
+      pass: false,
+      detail: `${detail}, but ${subject} had ${fmtInt(s.non2xx)} non-2xx answers and ${fmtInt(s.errors)} errors`,
+    }
+  }
+  return { name, pass: ratio >= min - EPSILON, detail }
+}
+
+/**
+ * The acceptance checks: `subject` against the reference row (throughput and fixed-rate p99),
+ * then `gateway-auth` against `subject` (what agent tokens on every request cost).
+ */
 export function acceptanceChecks(rows: Row[], subject = 'gateway', reference = 'nginx'): Check[] {
   const s = rows.find((r) => r.name === subject)
   const ref = rows.find((r) => r.name === reference)
-  const missing = (what: string) =>
-    !s || s.skipped
-      ? `${subject}: ${s?.skipped ?? 'no row'}`
-      : !ref || ref.skipped
-        ? `${reference}: ${ref?.skipped ?? 'no row'}`
-        : `no ${what} measured`
-  const throughput: Check =
-    s?.ratio != null && ref?.rps != null && s.rps != null
-      ? {
-          name: `${subject} RPS ≥ ${MIN_RPS_RATIO * 100}% of ${reference}`,
-          pass: s.ratio >= MIN_RPS_RATIO - EPSILON,
-          detail: `${(s.ratio * 100).toFixed(2)}% (${fmtInt(s.rps)} vs ${fmtInt(ref.rps)})`,
-        }
-      : {
-          name: `${subject} RPS ≥ ${MIN_RPS_RATIO * 100}% of ${reference}`,
-          pass: null,
-          detail: missing('RPS'),
-        }
+  const missing = (what: string) => missingReason(rows, subject, reference, what)
+  const throughput = rpsCheck(rows, subject, reference, MIN_RPS_RATIO)
   const latency: Check =
     s?.fixedP99MinusRef != null && s.fixedP99 != null && ref?.fixedP99 != null
       ? {
@@ -163,10 +187,39 @@ export function acceptanceChecks(rows: Row[], subject = 'gateway', reference = '
           pass: null,
           detail: missing('fixed-rate p99'),
         }
-  return [throughput, latency]
+  return [throughput, latency, rpsCheck(rows, 'gateway-auth', subject, MIN_AUTH_RPS_RATIO, true)]
 }
 
 export function formatCheck(c: Check): string {
   const verdict = c.pass === null ? 'SKIP' : c.pass ? 'PASS' : 'FAIL'
   return `${verdict}  ${c.name}: ${c.detail}`
+}
+
+const fmtTally = (t: ExchangeTally) => {
+  const parts = Object.entries(t.non200)
+    .sort((a, b) => b[1] - a[1])
+    .map(([kind, n]) => `${kind} ×${fmtInt(n)}`)
+  const errors = Object.entries(t.errorKinds).map(([kind, n]) => `${kind} ×${fmtInt(n)}`)
+  const non200 = Object.values(t.non200).reduce((sum, n) => sum + n, 0)
+  return [
+    ...(non200 > 0 ? [`${fmtInt(non200)} non-200: ${parts.join(', ')}`] : []),
+    ...(t.errors > 0 ? [`${fmtInt(t.errors)} errors: ${errors.join(', ')}`] : []),
+  ]
+}
+
+/**
+ * The token exchange line: `token exchange: N/s (p50 …, p99 …)`, then how it was measured, and
+ * every answer that was not a 200 (warm-up included), so a refusal can never pass for a rate.
+ */
+export function formatExchange(r: ExchangeResult): string {
+  const head = `token exchange: ${fmtInt(r.rps)}/s (p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms)`
+  const how = `${fmtInt(r.ok)} tokens in ${r.elapsedSec.toFixed(2)} s, ${r.concurrency} concurrent`
+  const notes = [
+    ...fmtTally(r),
+    ...fmtTally(r.warmup).map((t) => `warm-up: ${t}`),
+    ...(r.exhausted
+      ? [`ran out of the ${fmtInt(r.presigned)} pre-signed assertions before ${r.durationSec} s`]
+      : []),
+  ]
+  return `${head}  [${how}]${notes.length > 0 ? `\n  ${notes.join('\n  ')}` : ''}`
 }

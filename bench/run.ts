@@ -1,7 +1,8 @@
 /**
- * `npm run bench`: the gateway against nginx, the bare-Node ceiling and the upstream itself,
- * back to back in one run, interleaved over several rounds; prints a table of medians and the
- * acceptance checks, and writes bench/results/latest.json.
+ * `npm run bench`: the gateway (public and behind agent tokens) against nginx, the bare-Node
+ * ceiling and the upstream itself, back to back in one run, interleaved over several rounds;
+ * then token exchanges per second on the gateway-auth gateway. Prints a table of medians, the
+ * exchange rate and the acceptance checks, and writes bench/results/latest.json.
  *
  * Environment:
  *   BENCH_ROUNDS=3          rounds (each round loads every target once, in order)
@@ -15,7 +16,9 @@
  *   BENCH_UPSTREAM=raw      raw (node:net responder) or http (node:http); see upstream.ts
  *   BENCH_CONNECTIONS=50    connections, both kinds of run
  *   BENCH_TARGETS=a,b       only these targets (nginx is kept as the reference when present)
- *   BENCH_QUICK=1           smoke test: 1 round of 3 s (warm-up 2 s, fixed-rate 3 s)
+ *   BENCH_EXCHANGE_DURATION=5     seconds of POST /v1/token after the rows (gateway-auth's gateway)
+ *   BENCH_EXCHANGE_CONCURRENCY=16 concurrent token requests
+ *   BENCH_QUICK=1           smoke test: 1 round of 3 s (warm-up 2 s, fixed-rate 3 s, exchange 2 s)
  *   BENCH_STRICT=1          exit 1 when an acceptance check fails
  *   BENCH_NO_PIN=1          do not pin with taskset
  */
@@ -23,9 +26,16 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { type LoadResult, runFixedRate, runWrk } from './load.ts'
+import { type ExchangeResult, type LoadResult, runFixedRate, runTokenExchange, runWrk } from './load.ts'
 import { detectPinning, hasCommand, killAllNow, type Pinning, ROOT, stopAll } from './proc.ts'
-import { acceptanceChecks, buildRows, formatCheck, formatTable, type TargetSamples } from './report.ts'
+import {
+  acceptanceChecks,
+  buildRows,
+  formatCheck,
+  formatExchange,
+  formatTable,
+  type TargetSamples,
+} from './report.ts'
 import { type BenchContext, type Running, startUpstream, TARGETS, type Target } from './targets.ts'
 import { upstreamKind } from './upstream.ts'
 
@@ -46,6 +56,8 @@ const params = {
   rate: envNumber('BENCH_RATE', 2000),
   rateDurationSec: envNumber('BENCH_RATE_DURATION', quick ? 3 : 10),
   connections: envNumber('BENCH_CONNECTIONS', 50),
+  exchangeDurationSec: envNumber('BENCH_EXCHANGE_DURATION', quick ? 2 : 5),
+  exchangeConcurrency: Math.round(envNumber('BENCH_EXCHANGE_CONCURRENCY', 16)),
   threads: 1,
   path: '/bench/hello',
   loadGenerator: loadToolFromEnv(process.env['BENCH_LOAD_TOOL']),
@@ -177,7 +189,11 @@ async function main(): Promise<number> {
       started.push(running)
       samples.url = running.url
       live.push({ target, running, samples })
-      log(`${target.name}: ${running.url}`)
+      // Header names only: their values may be tokens.
+      const sent = Object.keys(running.headers ?? {})
+      log(
+        `${target.name}: ${running.url}${sent.length > 0 ? ` (with ${sent.join(', ')} on every request)` : ''}`,
+      )
     } catch (err) {
       samples.skipped = 'failed to start'
       log(`${target.name}: failed to start: ${(err as Error).message}`)
@@ -185,10 +201,16 @@ async function main(): Promise<number> {
   }
   log()
 
-  const throughputRun = (url: string, durationSec: number) =>
-    params.loadGenerator === 'wrk'
-      ? runWrk({ url, durationSec, connections: params.connections, pinning })
-      : runFixedRate({ url, durationSec, connections: params.connections, pinning, rate: 0 })
+  const throughputRun = (running: Running, durationSec: number) => {
+    const options = {
+      url: running.url,
+      headers: running.headers,
+      durationSec,
+      connections: params.connections,
+      pinning,
+    }
+    return params.loadGenerator === 'wrk' ? runWrk(options) : runFixedRate({ ...options, rate: 0 })
+  }
 
   /** Runs `fn` for a live target; a failure takes the target out of the run with the reason. */
   const attempt = async (l: Live, what: string, fn: () => Promise<void>) => {
@@ -205,7 +227,7 @@ async function main(): Promise<number> {
   log(`warm-up (${params.warmupSec}s each)`)
   for (const l of live) {
     await attempt(l, 'warm-up', async () => {
-      await throughputRun(l.running.url, params.warmupSec)
+      await throughputRun(l.running, params.warmupSec)
     })
   }
 
@@ -213,9 +235,9 @@ async function main(): Promise<number> {
     log(`round ${round}/${params.rounds}: throughput`)
     for (const l of live) {
       await attempt(l, `round ${round} throughput`, async () => {
-        const r = await throughputRun(l.running.url, params.durationSec)
+        const r = await throughputRun(l.running, params.durationSec)
         l.samples.throughput.push(r)
-        log(`  ${l.target.name.padEnd(10)} ${fmt(r)}`)
+        log(`  ${l.target.name.padEnd(12)} ${fmt(r)}`)
       })
     }
     log(`round ${round}/${params.rounds}: fixed rate ${params.rate}/s`)
@@ -223,6 +245,7 @@ async function main(): Promise<number> {
       await attempt(l, `round ${round} fixed rate`, async () => {
         const r = await runFixedRate({
           url: l.running.url,
+          headers: l.running.headers,
           durationSec: params.rateDurationSec,
           connections: params.connections,
           pinning,
@@ -230,10 +253,12 @@ async function main(): Promise<number> {
           tool: params.rateTool,
         })
         l.samples.fixedRate.push(r)
-        log(`  ${l.target.name.padEnd(10)} ${fmt(r)}`)
+        log(`  ${l.target.name.padEnd(12)} ${fmt(r)}`)
       })
     }
   }
+
+  const tokenExchange = await measureTokenExchange(live, all, pinning)
 
   const rows = buildRows(all)
   const checks = acceptanceChecks(rows)
@@ -242,15 +267,57 @@ async function main(): Promise<number> {
   log(formatTable(rows))
   log(`p99 minus nginx p99: the fixed-rate p99 minus nginx's fixed-rate p99 (ms)`)
   log()
+  log(
+    'skipped' in tokenExchange
+      ? `token exchange: skipped (${tokenExchange.skipped})`
+      : formatExchange(tokenExchange),
+  )
+  log()
   for (const c of checks) log(formatCheck(c))
 
   const resultsDir = join(ROOT, 'bench', 'results')
   mkdirSync(resultsDir, { recursive: true })
   const file = join(resultsDir, 'latest.json')
-  writeFileSync(file, `${JSON.stringify({ machine, parameters: params, rows, checks }, null, 2)}\n`)
+  writeFileSync(
+    file,
+    `${JSON.stringify({ machine, parameters: params, rows, tokenExchange, checks }, null, 2)}\n`,
+  )
   log()
   log(`wrote ${file}`)
   return process.env['BENCH_STRICT'] === '1' && checks.some((c) => c.pass === false) ? 1 : 0
+}
+
+const EXCHANGE_ROW = 'gateway-auth'
+
+/**
+ * `POST /v1/token` per second on the gateway-auth row's gateway, after every row has been
+ * measured (it leaves thousands of spent jtis in that gateway's replay memory).
+ */
+async function measureTokenExchange(
+  live: Live[],
+  all: TargetSamples[],
+  pinning: Pinning,
+): Promise<ExchangeResult | { skipped: string }> {
+  const samples = all.find((s) => s.name === EXCHANGE_ROW)
+  const l = live.find((x) => x.target.name === EXCHANGE_ROW)
+  const setup = l?.running.tokenExchange
+  if (!samples) return { skipped: `${EXCHANGE_ROW} not in BENCH_TARGETS` }
+  if (samples.skipped || !setup) return { skipped: `${EXCHANGE_ROW}: ${samples.skipped ?? 'no agent'}` }
+  log(
+    `token exchange: POST /v1/token, ${params.exchangeConcurrency} concurrent, ${params.exchangeDurationSec}s (assertions signed beforehand)`,
+  )
+  try {
+    return await runTokenExchange({
+      setup,
+      durationSec: params.exchangeDurationSec,
+      concurrency: params.exchangeConcurrency,
+      pinning,
+    })
+  } catch (err) {
+    const output = l?.running.proc?.output().trim()
+    log(`  token exchange failed: ${(err as Error).message}${output ? `\n${output}` : ''}`)
+    return { skipped: 'failed' }
+  }
 }
 
 async function shutdown(code: number): Promise<never> {
