@@ -9,7 +9,8 @@ type ErrorBody = {
 }
 
 const configuredKey = 'configured-admin-key-0123456789'
-const masterKeyCanary = 'canary-master-key-5f1e2d'
+// A usable master key (32 bytes in base64), recognisable when searched for.
+const masterKeyCanary = Buffer.from('canary-master-key-5f1e2d-0123456').toString('base64')
 const redisPasswordCanary = 'canarypw'
 const natsPasswordCanary = 'canary-nats-pass'
 const queryTokenCanary = 'canary-query-token'
@@ -46,7 +47,8 @@ describe('the admin listener', () => {
       {
         gateway: { admin: { keys: [configuredKey] }, bodyLimitBytes },
         secrets: { masterKey: '${env:RUNR_TEST_MASTER_KEY}' },
-        redis: { url: `redis://:${redisPasswordCanary}@127.0.0.1:6379` },
+        // The local Redis has no password, and then accepts any password for the user `default`.
+        redis: { url: `redis://default:${redisPasswordCanary}@127.0.0.1:6379`, prefix: `runr_test_${process.pid}_admin:` },
         systems: {
           echo: { kind: 'http', url: upstream.url },
           tokened: { kind: 'http', url: `${upstream.url}/base?token=\${env:RUNR_TEST_QUERY_TOKEN}` },

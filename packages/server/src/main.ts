@@ -110,7 +110,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     if (draining) return { ready: false, reasons: ['shutting down'] }
     const reasons = await probeDependencies(source.current())
     if (!identityReady) reasons.push('identity is starting')
-    else if (identity !== undefined) reasons.push(...(await identity.problems()))
+    // The probes already name an unreachable Redis or Postgres; the identity's own connections
+    // add what a probe cannot see (a wrong password, a connection that is still reconnecting).
+    else if (identity !== undefined && reasons.length === 0) reasons.push(...(await identity.problems()))
     return { ready: reasons.length === 0, reasons }
   }
 

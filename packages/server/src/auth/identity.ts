@@ -12,6 +12,7 @@ import { resolveMasterKey } from '../identity/master-key.ts'
 import type { Logger } from '../observability/logger.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { openSharedState } from '../state/open-state.ts'
+import { createSwitchableState, type SwitchableState } from '../state/switchable-state.ts'
 import type { SharedState } from '../state/types.ts'
 import { openStore } from '../store/open-store.ts'
 import type { Store } from '../store/types.ts'
@@ -76,12 +77,16 @@ export async function openIdentity(options: {
       ? { postgresSchema: raw.store.schema }
       : {},
   )
-  let state: SharedState | undefined
+  let state: SwitchableState | undefined
   let directory: AgentDirectory | undefined
   try {
-    state = await openSharedState(raw.redis, {
-      onError: (err, source) => logger.warn({ err, source }, 'shared state error'),
-    })
+    const onStateError = (err: unknown, source: string) => logger.warn({ err, source }, 'shared state error')
+    // The gateway starts even when Redis is down: /ready says so, and what needs Redis is
+    // refused with 503 until it answers.
+    state = createSwitchableState(
+      await openSharedState(raw.redis, { onError: onStateError, waitForConnection: false }),
+    )
+    let redisConfig = JSON.stringify(raw.redis ?? null)
     const onError = (err: unknown) => logger.error({ err }, 'identity sync failed')
     directory = new AgentDirectory(store, state, onError)
     await directory.start(resyncMs)
@@ -138,13 +143,24 @@ export async function openIdentity(options: {
       },
       async syncDeclared(next) {
         current = next
+        // A reload that changes `redis:` moves the shared state there without a restart.
+        const nextRedis = JSON.stringify(next.raw.redis ?? null)
+        if (nextRedis !== redisConfig) {
+          redisConfig = nextRedis
+          const opened = await openSharedState(next.raw.redis, {
+            onError: onStateError,
+            waitForConnection: false,
+          })
+          await stateRef.switchTo(opened)
+          logger.info({ kind: opened.kind }, 'shared state switched')
+        }
         await agents.syncDeclared(next.raw.agents ?? [])
       },
       async problems() {
         const [storeOk, stateOk] = await Promise.all([answers(store.ping()), answers(stateRef.ping())])
         const found: string[] = []
-        if (!storeOk) found.push(`store (${store.kind}) is not answering`)
-        if (!stateOk) found.push(`shared state (${stateRef.kind}) is not answering`)
+        if (!storeOk) found.push(`store (${store.kind}): not answering`)
+        if (!stateOk) found.push(`${stateRef.kind === 'redis' ? 'redis' : 'shared state'}: not answering`)
         return found
       },
       async close() {

@@ -5,12 +5,13 @@ import type { SharedState } from './types.ts'
 
 /**
  * The SharedState the config asks for: Redis when `redis` is set (a cluster), else memory (one
- * process). Rejects when Redis cannot be reached, so a gateway never starts half-shared.
+ * process). Rejects when Redis cannot be reached, unless `waitForConnection` is false: then it
+ * keeps connecting in the background and refuses (503) what needs Redis until it answers.
  */
 export function openSharedState(
   redis: { url: string; prefix?: string } | undefined,
-  options: { onError?: StateErrorReporter } = {},
+  options: { onError?: StateErrorReporter; waitForConnection?: boolean } = {},
 ): Promise<SharedState> {
-  if (redis === undefined) return Promise.resolve(createMemoryState(options))
+  if (redis === undefined) return Promise.resolve(createMemoryState({ onError: options.onError }))
   return createRedisState({ ...redis, ...options })
 }

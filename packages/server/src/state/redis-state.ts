@@ -9,6 +9,12 @@ export interface RedisStateOptions {
   prefix?: string
   /** Receives connection errors after startup and what a subscriber throws (default: ignored). */
   onError?: StateErrorReporter
+  /**
+   * false: resolve at once and keep connecting in the background (a gateway starts, answers
+   * /ready with 503 and refuses what needs Redis until it answers). Default true: wait, and
+   * reject when Redis cannot be reached.
+   */
+  waitForConnection?: boolean
 }
 
 // A claim that Redis cannot answer within this is refused (the caller answers 503): a request
@@ -57,27 +63,35 @@ export async function createRedisState(options: RedisStateOptions): Promise<Shar
   }
 
   let timer: NodeJS.Timeout | undefined
-  try {
-    await Promise.race([
-      Promise.all([commands.connect(), subscriber.connect()]),
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`no answer within ${connectTimeoutMs} ms`)),
-          connectTimeoutMs,
-        )
-      }),
-    ])
-  } catch (error) {
-    commands.disconnect()
-    subscriber.disconnect()
-    // The emitted error says why (ECONNREFUSED, WRONGPASS); the rejection only says "closed".
-    const reason = hide(messageOf(lastError ?? error))
-    throw new SharedStateError(
-      'state_unavailable',
-      `cannot connect to Redis at ${hostAndPort(options.url)}: ${reason}`,
-    )
-  } finally {
-    clearTimeout(timer)
+  if (options.waitForConnection === false) {
+    started = true
+    // ioredis keeps retrying after a failed first connect; the errors go to `report`.
+    for (const connection of [commands, subscriber]) {
+      connection.connect().catch((error: unknown) => report(new Error(hide(messageOf(error))), 'connection'))
+    }
+  } else {
+    try {
+      await Promise.race([
+        Promise.all([commands.connect(), subscriber.connect()]),
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`no answer within ${connectTimeoutMs} ms`)),
+            connectTimeoutMs,
+          )
+        }),
+      ])
+    } catch (error) {
+      commands.disconnect()
+      subscriber.disconnect()
+      // The emitted error says why (ECONNREFUSED, WRONGPASS); the rejection only says "closed".
+      const reason = hide(messageOf(lastError ?? error))
+      throw new SharedStateError(
+        'state_unavailable',
+        `cannot connect to Redis at ${hostAndPort(options.url)}: ${reason}`,
+      )
+    } finally {
+      clearTimeout(timer)
+    }
   }
   started = true
 
