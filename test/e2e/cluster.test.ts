@@ -9,12 +9,10 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { Redis } from 'ioredis'
-import postgres from 'postgres'
 import { stringify } from 'yaml'
 import { assertionFor, jwtBearer, type TestAgentKey } from '../support/agents.ts'
 import { type Started, startGatewayProcess } from '../support/process.ts'
-import { requireService, serviceUrls } from '../support/services.ts'
+import { dropSchemaAndKeys, requireService, serviceUrls } from '../support/services.ts'
 import { startUpstream, type TestUpstream } from '../support/upstream.ts'
 
 const adminKey = 'cluster-test-admin-key-0123456789'
@@ -61,13 +59,7 @@ describe('two gateway processes on one Postgres and Redis', () => {
     for (const g of [a, b]) g?.child.kill('SIGTERM')
     const codes = await Promise.all([a?.exited, b?.exited])
     await upstream.close()
-    const sql = postgres(serviceUrls.postgres, { max: 1, onnotice: () => {} })
-    await sql.unsafe(`drop schema if exists ${schema} cascade`)
-    await sql.end()
-    const redis = new Redis(serviceUrls.redis)
-    const keys = await redis.keys(`${prefix}*`)
-    if (keys.length > 0) await redis.del(...keys)
-    redis.disconnect()
+    await dropSchemaAndKeys(schema, prefix)
     assert.deepEqual(codes, [0, 0], 'both processes exit cleanly on SIGTERM')
   })
 

@@ -52,3 +52,22 @@ export async function requireService(name: string, url: string, timeoutMs = 2000
   }
   return false
 }
+
+/** Remove what a test left in the shared services: its Postgres schema and its Redis keys. */
+export async function dropSchemaAndKeys(schema: string, redisPrefix: string): Promise<void> {
+  const { default: postgres } = await import('postgres')
+  const { Redis } = await import('ioredis')
+  const sql = postgres(serviceUrls.postgres, { max: 1, onnotice: () => {} })
+  try {
+    await sql.unsafe(`drop schema if exists "${schema.replaceAll('"', '')}" cascade`)
+  } finally {
+    await sql.end()
+  }
+  const redis = new Redis(serviceUrls.redis)
+  try {
+    const keys = await redis.keys(`${redisPrefix}*`)
+    if (keys.length > 0) await redis.del(...keys)
+  } finally {
+    redis.disconnect()
+  }
+}
