@@ -17,7 +17,7 @@ import {
   runFixedRate,
   runTokenExchange,
   wrkDurationMs,
-  wrkHeaderArgs,
+  wrkHeaderScript,
 } from './load.ts'
 import {
   freePort,
@@ -364,9 +364,12 @@ describe('targets and configs', () => {
     )
   })
 
-  it('passes request headers to wrk as -H and to fixed-rate.ts as JSON', () => {
-    assert.deepEqual(wrkHeaderArgs({ authorization: 'Bearer abc' }), ['-H', 'authorization: Bearer abc'])
-    assert.deepEqual(wrkHeaderArgs(undefined), [])
+  it('passes request headers to wrk as a Lua script (never on its command line) and to fixed-rate.ts as JSON', () => {
+    assert.equal(
+      wrkHeaderScript({ authorization: 'Bearer abc' }),
+      'wrk.headers["authorization"] = "Bearer abc"',
+    )
+    assert.equal(wrkHeaderScript({}), '')
     assert.deepEqual(headersFromEnv(undefined), {})
     assert.deepEqual(headersFromEnv('{"Authorization":"Bearer abc"}'), { authorization: 'Bearer abc' })
     // A malformed value is a mistake to report, but never to echo: it may hold a token.

@@ -4,6 +4,8 @@
  * `POST /v1/token`. All run as child processes pinned to the load CPU, so the generator never
  * shares a core with the proxy under test.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type Pinning, pinPrefix, ROOT, runToEnd } from './proc.ts'
 import type { TokenExchangeSetup } from './targets.ts'
@@ -73,13 +75,26 @@ export interface LoadOptions {
 /** Environment variable that hands the request headers to fixed-rate.ts, as JSON. */
 export const HEADERS_ENV = 'BENCH_LOAD_HEADERS'
 
-/** wrk's `-H 'Name: value'` arguments for `headers`. */
-export function wrkHeaderArgs(headers: Record<string, string> = {}): string[] {
-  return Object.entries(headers).flatMap(([name, value]) => ['-H', `${name}: ${value}`])
+/**
+ * A wrk Lua script that sets `headers` on every request. A script rather than `-H`, because a
+ * command line is visible to every user in `ps` and the headers may hold a bearer token.
+ */
+export function wrkHeaderScript(headers: Record<string, string>): string {
+  return Object.entries(headers)
+    .map(([name, value]) => `wrk.headers[${JSON.stringify(name)}] = ${JSON.stringify(value)}`)
+    .join('\n')
 }
 
-/** `wrk -t1 -cN -dDs --latency [-H …] URL`, pinned to the load CPU. */
+/** `wrk -t1 -cN -dDs --latency [-s headers.lua] URL`, pinned to the load CPU. */
 export async function runWrk(options: LoadOptions): Promise<LoadResult> {
+  let scriptDir: string | undefined
+  const scriptArgs: string[] = []
+  if (options.headers !== undefined && Object.keys(options.headers).length > 0) {
+    scriptDir = mkdtempSync(join(tmpdir(), 'runr-wrk-'))
+    const script = join(scriptDir, 'headers.lua')
+    writeFileSync(script, wrkHeaderScript(options.headers), { mode: 0o600 })
+    scriptArgs.push('-s', script)
+  }
   const argv = [
     ...pinPrefix(options.pinning, 'load'),
     'wrk',
@@ -87,14 +102,18 @@ export async function runWrk(options: LoadOptions): Promise<LoadResult> {
     `-c${options.connections}`,
     `-d${options.durationSec}s`,
     '--latency',
-    ...wrkHeaderArgs(options.headers),
+    ...scriptArgs,
     options.url,
   ]
-  const { code, stdout, stderr } = await runToEnd('wrk', argv, {
-    timeoutMs: (options.durationSec + 30) * 1000,
-  })
-  if (code !== 0) throw new Error(`wrk exited ${code}: ${stderr.trim() || stdout.trim()}`)
-  return parseWrk(stdout)
+  try {
+    const { code, stdout, stderr } = await runToEnd('wrk', argv, {
+      timeoutMs: (options.durationSec + 30) * 1000,
+    })
+    if (code !== 0) throw new Error(`wrk exited ${code}: ${stderr.trim() || stdout.trim()}`)
+    return parseWrk(stdout)
+  } finally {
+    if (scriptDir !== undefined) rmSync(scriptDir, { recursive: true, force: true })
+  }
 }
 
 /** What `bench/fixed-rate.ts` prints (one JSON line). */
