@@ -307,22 +307,27 @@ export class TokenService {
    * The per-request check. Cache hit and no key binding: fully synchronous. Revocation is judged
    * on every call, so the cache never outlives a revocation.
    */
-  authenticate(
+  authenticate<R>(
     scheme: 'bearer' | 'dpop',
     token: string,
-    proof: () => { dpop: string | undefined; method: string; urls: string[] },
+    request: R,
+    method: string,
+    proof: ProofSource<R>,
   ): AuthResult | Promise<AuthResult> {
     const verified = this.deps.verifier.verify(token)
-    if (verified instanceof Promise)
-      return verified.then((claims) => this.judge(scheme, token, claims, proof))
-    return this.judge(scheme, token, verified, proof)
+    if (verified instanceof Promise) {
+      return verified.then((claims) => this.judge(scheme, token, claims, request, method, proof))
+    }
+    return this.judge(scheme, token, verified, request, method, proof)
   }
 
-  private judge(
+  private judge<R>(
     scheme: 'bearer' | 'dpop',
     token: string,
     claims: AccessClaims,
-    proof: () => { dpop: string | undefined; method: string; urls: string[] },
+    request: R,
+    method: string,
+    proof: ProofSource<R>,
   ): AuthResult | Promise<AuthResult> {
     const revoked = this.deps.directory.check(claims)
     if (revoked !== undefined) throw revokedError(revoked)
@@ -348,7 +353,8 @@ export class TokenService {
         details: { reason: 'wrong_scheme' },
       })
     }
-    const p = proof()
+    // The proof is read only for a key-bound token.
+    const p = proof(request, method)
     if (p.dpop === undefined) {
       throw new GatewayError('invalid_dpop_proof', 'A DPoP proof is required with this token.', {
         details: { reason: 'missing_proof' },
@@ -361,6 +367,12 @@ export class TokenService {
     ).then(() => ({ agent, claims }))
   }
 }
+
+/** Reads the DPoP proof and the acceptable `htu` values off the request, when needed. */
+export type ProofSource<R> = (
+  request: R,
+  method: string,
+) => { dpop: string | undefined; method: string; urls: string[] }
 
 export interface AuthResult {
   agent: Agent
