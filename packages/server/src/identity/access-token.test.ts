@@ -130,6 +130,25 @@ describe('createTokenVerifier', () => {
     assert.equal(hit, first)
   })
 
+  it('shares one verification among concurrent first uses of a token', async () => {
+    const { tokens, verifier } = await setup()
+    const { token } = await tokens.issue({ sub: 'agent-1', scope: [], ttlMs: 60_000 })
+    const a = verifier.verify(token)
+    const b = verifier.verify(token)
+    assert.ok(a instanceof Promise)
+    assert.equal(a, b)
+    assert.equal((await a).sub, 'agent-1')
+    const garbage = 'a.b.c'
+    const x = verifier.verify(garbage)
+    const y = verifier.verify(garbage)
+    assert.equal(x, y)
+    await assert.rejects(x as Promise<AccessClaims>)
+    // A refused token is not remembered as refused: the next try verifies again.
+    const z = verifier.verify(garbage)
+    assert.notEqual(z, x)
+    await assert.rejects(z as Promise<AccessClaims>)
+  })
+
   it('never answers from the cache once the token has expired', async () => {
     const { clock, tokens, verifier } = await setup()
     const { token, claims } = await tokens.issue({ sub: 'agent-1', scope: [], ttlMs: 60_000 })

@@ -203,6 +203,8 @@ export function createTokenVerifier(options: {
     perf: { now },
   })
 
+  const verifying = new Map<string, Promise<AccessClaims>>()
+
   const verifyUncached = async (token: string): Promise<AccessClaims> => {
     if (typeof token !== 'string' || token.length > maxTokenLength || token.split('.').length !== 3) {
       refuse('malformed', 'the access token is not a compact JWS')
@@ -240,7 +242,16 @@ export function createTokenVerifier(options: {
   return {
     verify(token) {
       const hit = cache.get(token)
-      if (hit === undefined) return verifyUncached(token)
+      if (hit === undefined) {
+        // Concurrent first uses of one token share one verification, instead of each paying
+        // for an Ed25519 check (a client that opens 50 connections with a fresh token).
+        let running = verifying.get(token)
+        if (running === undefined) {
+          running = verifyUncached(token).finally(() => verifying.delete(token))
+          verifying.set(token, running)
+        }
+        return running
+      }
       // The cache's TTL already ends at exp; this re-check makes that a guarantee, not a setting.
       if (hit.exp * 1000 > now()) return hit
       cache.delete(token)
