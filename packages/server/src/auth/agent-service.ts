@@ -25,7 +25,7 @@ export interface RevokeInput {
   agentId?: string
   kid?: string
   reason?: string
-  /** For a jti: when the token expires (ms), so the record can be forgotten after; null keeps it. */
+  /** For a jti: when the token expires (ms), after which the record can be forgotten. */
   expiresAt?: number | null
 }
 
@@ -45,6 +45,8 @@ export class AgentService {
   constructor(
     private readonly store: Store,
     private readonly directory: AgentDirectory,
+    /** The longest an access token can live (tokens.maxTtl): how long a revocation matters. */
+    private readonly maxTokenLifetimeMs: () => number,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -160,6 +162,11 @@ export class AgentService {
     } else {
       throw new GatewayError('bad_request', 'Revoke either {jti}, {agentId} or {agentId, kid}.')
     }
+    const createdAt = this.now()
+    // A jti or kill switch only concerns tokens issued before it, and none of those outlives
+    // tokens.maxTtl: after that the record can go. A revoked key must never sign again: kept.
+    const expiresAt =
+      kind === 'key' ? null : (input.expiresAt ?? createdAt + this.maxTokenLifetimeMs() + 60_000)
     const revocation: Revocation = {
       id: `rev_${randomBytes(12).toString('hex')}`,
       kind,
@@ -167,8 +174,8 @@ export class AgentService {
       agentId: input.agentId ?? null,
       kid: input.kid ?? null,
       reason: input.reason ?? null,
-      createdAt: this.now(),
-      expiresAt: input.expiresAt ?? null,
+      createdAt,
+      expiresAt,
     }
     await this.store.revocations.add(revocation)
     this.directory.apply(revocation)

@@ -23,6 +23,7 @@ import { TokenService } from './token-service.ts'
 
 /** Safety net for lost pub/sub messages: every instance re-reads agents and revocations this often. */
 const resyncMs = 5_000
+const pruneEveryMs = 10 * 60_000
 /** How often to check whether the signing key is due for rotation. */
 const rotationCheckMs = 60_000
 
@@ -96,10 +97,10 @@ export async function openIdentity(options: {
       rotateEveryMs: config.tokens.rotateEveryMs,
       maxTtlMs: config.tokens.maxTtlMs,
     })
-    const agents = new AgentService(store, directory)
+    let current = config
+    const agents = new AgentService(store, directory, () => current.tokens.maxTtlMs)
     const stateRef = state
     const directoryRef = directory
-    let current = config
     // Another instance may rotate: re-read signing keys with the resync, and rotate when due.
     const keysTimer = setInterval(
       () => {
@@ -118,6 +119,14 @@ export async function openIdentity(options: {
       keyRing.refresh().catch((err: unknown) => logger.error({ err }, 'signing key refresh failed'))
     }, resyncMs)
     refreshTimer.unref()
+    // Records that can no longer matter: revocations past their tokens' lifetime, signing keys
+    // past their grace.
+    const pruneTimer = setInterval(() => {
+      Promise.all([store.revocations.prune(Date.now()), keyRing.prune()]).catch((err: unknown) =>
+        logger.error({ err }, 'pruning revocations and retired keys failed'),
+      )
+    }, pruneEveryMs)
+    pruneTimer.unref()
 
     return {
       store,
@@ -166,6 +175,7 @@ export async function openIdentity(options: {
       async close() {
         clearInterval(keysTimer)
         clearInterval(refreshTimer)
+        clearInterval(pruneTimer)
         directoryRef.stop()
         await stateRef.close()
         await store.close()
