@@ -48,7 +48,10 @@ describe('the admin listener', () => {
         gateway: { admin: { keys: [configuredKey] }, bodyLimitBytes },
         secrets: { masterKey: '${env:RUNR_TEST_MASTER_KEY}' },
         // The local Redis has no password, and then accepts any password for the user `default`.
-        redis: { url: `redis://default:${redisPasswordCanary}@127.0.0.1:6379`, prefix: `runr_test_${process.pid}_admin:` },
+        redis: {
+          url: `redis://default:${redisPasswordCanary}@127.0.0.1:6379`,
+          prefix: `runr_test_${process.pid}_admin:`,
+        },
         systems: {
           echo: { kind: 'http', url: upstream.url },
           tokened: { kind: 'http', url: `${upstream.url}/base?token=\${env:RUNR_TEST_QUERY_TOKEN}` },

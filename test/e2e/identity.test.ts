@@ -21,6 +21,16 @@ import { startTestGateway, type TestGateway } from '../support/gateway.ts'
 import { dropSchemaAndKeys, requireService, serviceUrls } from '../support/services.ts'
 import { startUpstream, type TestUpstream } from '../support/upstream.ts'
 
+interface AgentBody {
+  id: string
+  name: string
+  kid: string
+  labels: Record<string, string>
+  privateKeyJwk: TestAgentKey['privateKeyJwk']
+  keys: Array<{ kid: string; publicKeyJwk: { x: string } }>
+}
+type Jwks = { keys: Array<{ kid: string; kty: string; d?: string }> }
+
 type ErrorBody = { error: { code: string; status: number; details?: Record<string, unknown> } }
 
 // The whole suite runs twice: on the embedded SQLite store with in-memory shared state, and on
@@ -71,14 +81,16 @@ for (const backend of backends)
       if (shared.store !== undefined) await dropSchemaAndKeys(shared.store.schema, shared.redis.prefix)
     })
 
-    async function createAgent(body: Record<string, unknown> = {}): Promise<TestAgentKey & { body: any }> {
+    async function createAgent(
+      body: Record<string, unknown> = {},
+    ): Promise<TestAgentKey & { body: AgentBody }> {
       const res = await gw.admin('/v1/agents', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ name: `agent-${Math.random().toString(36).slice(2, 10)}`, ...body }),
       })
       assert.equal(res.status, 201)
-      const created = (await res.json()) as any
+      const created = (await res.json()) as AgentBody
       return { id: created.id, kid: created.kid, privateKeyJwk: created.privateKeyJwk, body: created }
     }
 
@@ -126,11 +138,11 @@ for (const backend of backends)
         assert.equal(agent.privateKeyJwk.kty, 'OKP')
         assert.equal(typeof agent.privateKeyJwk.d, 'string')
         assert.match(agent.id, /^agt_/)
-        const read = (await (await gw.admin(`/v1/agents/${agent.id}`)).json()) as any
+        const read = (await (await gw.admin(`/v1/agents/${agent.id}`)).json()) as AgentBody
         assert.deepEqual(read.labels, { team: 'growth' })
-        assert.equal(read.keys[0].kid, agent.kid)
+        assert.equal(read.keys[0]?.kid, agent.kid)
         assert.equal(JSON.stringify(read).includes(agent.privateKeyJwk.d!), false)
-        const list = (await (await gw.admin('/v1/agents')).json()) as any
+        const list = (await (await gw.admin('/v1/agents')).json()) as { agents: AgentBody[] }
         assert.ok(list.agents.some((a: { id: string }) => a.id === agent.id))
       })
 
@@ -193,13 +205,13 @@ for (const backend of backends)
       })
 
       it('serves the JWKS and the authorization server metadata', async () => {
-        const jwks = (await (await fetch(`${gw.publicUrl}/.well-known/jwks.json`)).json()) as any
+        const jwks = (await (await fetch(`${gw.publicUrl}/.well-known/jwks.json`)).json()) as Jwks
         assert.ok(jwks.keys.length >= 1)
-        assert.equal(jwks.keys[0].kty, 'OKP')
-        assert.equal(jwks.keys[0].d, undefined)
+        assert.equal(jwks.keys[0]?.kty, 'OKP')
+        assert.equal(jwks.keys[0]?.d, undefined)
         const meta = (await (
           await fetch(`${gw.publicUrl}/.well-known/oauth-authorization-server`)
-        ).json()) as any
+        ).json()) as { issuer: string }
         assert.equal(meta.issuer, gw.issuer)
       })
 
@@ -219,7 +231,7 @@ for (const backend of backends)
         const agent = await createAgent()
         const now = Math.floor(Date.now() / 1000)
         const base = { iss: agent.id, sub: agent.id, aud: gw.issuer, iat: now, exp: now + 60, jti: 'j' }
-        const x = agent.body.keys[0].publicKeyJwk.x as string
+        const x = agent.body.keys[0]!.publicKeyJwk.x
         const cases: Array<[string, string, string, string]> = [
           ['alg none', unsignedToken(base), 'invalid_grant', 'algorithm_not_allowed'],
           [
