@@ -55,12 +55,20 @@ export class AgentDirectory {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Load everything and start listening; resolves when the view is complete. */
-  async start(resyncMs: number): Promise<void> {
+  /**
+   * Load everything and start listening; resolves when the view is complete. Afterwards new
+   * revocations are re-read every `resyncMs` (a cheap query from the last one seen) and the
+   * whole agent list every `agentResyncMs` (it grows with the number of agents).
+   */
+  async start(resyncMs: number, agentResyncMs = resyncMs): Promise<void> {
     this.unsubscribe = this.state.subscribe(identityChannel, (text) => this.onMessage(text))
     await this.resync()
+    let elapsed = 0
     this.timer = setInterval(() => {
-      this.resync().catch(this.onError)
+      elapsed += resyncMs
+      const full = elapsed >= agentResyncMs
+      if (full) elapsed = 0
+      this.resync(full).catch(this.onError)
     }, resyncMs)
     this.timer.unref()
   }
@@ -70,19 +78,11 @@ export class AgentDirectory {
     if (this.timer !== undefined) clearInterval(this.timer)
   }
 
-  /** Re-read agents and new revocations from the store. Concurrent calls share one read. */
-  resync(): Promise<void> {
+  /** Re-read new revocations (and, when `agents`, every agent) from the store. Calls share one read. */
+  resync(agents = true): Promise<void> {
     this.resyncing ??= (async () => {
       try {
-        const agents = new Map<string, Agent>()
-        let after: string | undefined
-        for (;;) {
-          const page = await this.store.agents.list({ limit: 500, after })
-          for (const agent of page) agents.set(agent.id, agent)
-          if (page.length < 500) break
-          after = page[page.length - 1]!.id
-        }
-        this.agents = agents
+        if (agents) await this.reloadAgents()
         // A little overlap: revocations written by another instance in the same millisecond.
         const since = Math.max(0, this.lastRevocationAt - 5_000)
         for (const r of await this.store.revocations.list({ since, now: this.now() })) this.apply(r)
@@ -92,6 +92,18 @@ export class AgentDirectory {
       }
     })()
     return this.resyncing
+  }
+
+  private async reloadAgents(): Promise<void> {
+    const agents = new Map<string, Agent>()
+    let after: string | undefined
+    for (;;) {
+      const page = await this.store.agents.list({ limit: 500, after })
+      for (const agent of page) agents.set(agent.id, agent)
+      if (page.length < 500) break
+      after = page[page.length - 1]!.id
+    }
+    this.agents = agents
   }
 
   get(id: string): Agent | undefined {

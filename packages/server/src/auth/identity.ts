@@ -21,8 +21,10 @@ import { AgentService } from './agent-service.ts'
 import { agentTokenAuthenticator, identityRoutes } from './public-routes.ts'
 import { TokenService } from './token-service.ts'
 
-/** Safety net for lost pub/sub messages: every instance re-reads agents and revocations this often. */
+/** Safety net for lost pub/sub messages: every instance re-reads new revocations this often… */
 const resyncMs = 5_000
+/** …and the whole agent list this often. */
+const agentResyncMs = 60_000
 const pruneEveryMs = 10 * 60_000
 /** How often to check whether the signing key is due for rotation. */
 const rotationCheckMs = 60_000
@@ -90,7 +92,7 @@ export async function openIdentity(options: {
     let redisConfig = JSON.stringify(raw.redis ?? null)
     const onError = (err: unknown) => logger.error({ err }, 'identity sync failed')
     directory = new AgentDirectory(store, state, onError)
-    await directory.start(resyncMs)
+    await directory.start(resyncMs, agentResyncMs)
     const keyRing = await createKeyRing({
       store: store.signingKeys,
       masterKey: master.key,
