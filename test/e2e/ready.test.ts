@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { startTestGateway, type TestGateway } from '../support/gateway.ts'
-import { requireService, serviceUrls } from '../support/services.ts'
+import { dropSchemaAndKeys, requireService, serviceUrls } from '../support/services.ts'
 import { closedPort, startSlowUpstream, startUpstream, type TestUpstream } from '../support/upstream.ts'
 
 type ErrorBody = {
@@ -120,12 +121,18 @@ describe('readiness with the real services', () => {
     for (const [name, url] of Object.entries(serviceUrls)) {
       if (!(await requireService(name, url))) return t.skip(`${name} not running`)
     }
+    // Its own schema and key prefix: the database's public schema may hold another gateway's
+    // signing keys, sealed with another master key.
+    const suffix = randomBytes(6).toString('hex')
     const gw = await startTestGateway({
-      redis: { url: serviceUrls.redis },
-      store: { kind: 'postgres', url: serviceUrls.postgres },
+      redis: { url: serviceUrls.redis, prefix: `runr_test_${suffix}:` },
+      store: { kind: 'postgres', url: serviceUrls.postgres, schema: `runr_test_${suffix}` },
       systems: { events: { kind: 'nats', url: serviceUrls.nats } },
     })
-    t.after(() => gw.stop())
+    t.after(async () => {
+      await gw.stop()
+      await dropSchemaAndKeys(`runr_test_${suffix}`, `runr_test_${suffix}:`)
+    })
     for (const answer of await onBoth(gw, '/ready'))
       assert.deepEqual(answer, { status: 200, body: { status: 'ready' } })
   })
