@@ -3,12 +3,11 @@
  * the CLI, get a token, call the demo's private path, revoke the token, see it refused.
  */
 import assert from 'node:assert/strict'
-import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { parse, stringify } from 'yaml'
-import { root, runCli, type Started, startGatewayProcess } from '../support/process.ts'
+import { demoConfigIn, runCli, type Started, startGatewayProcess } from '../support/process.ts'
 
 const adminKey = 'cli-identity-admin-key-0123456789'
 
@@ -19,13 +18,7 @@ describe('the identity commands of the 4runr CLI', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'runr-cli-id-'))
-    type Demo = { gateway: { listen: { port: number }; admin: { port: number } }; store: unknown }
-    const demo = parse(await readFile(join(root, 'examples/demo.yaml'), 'utf8')) as Demo
-    demo.gateway.listen.port = 0
-    demo.gateway.admin.port = 0
-    demo.store = { kind: 'sqlite', path: join(dir, 'data/4runr.db') }
-    const file = join(dir, 'demo.yaml')
-    await writeFile(file, stringify(demo))
+    const file = await demoConfigIn(dir)
     gw = await startGatewayProcess(file, { RUNR_ADMIN_KEY: adminKey }, dir)
     env = { RUNR_ADMIN_KEY: adminKey, RUNR_ADMIN_URL: gw.adminUrl, RUNR_URL: gw.publicUrl }
   })

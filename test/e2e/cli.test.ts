@@ -4,8 +4,8 @@ import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { parse, stringify } from 'yaml'
-import { root, runCli, startGatewayProcess as start } from '../support/process.ts'
+import { stringify } from 'yaml'
+import { demoConfigIn, root, runCli, startGatewayProcess as start } from '../support/process.ts'
 import { startUpstream } from '../support/upstream.ts'
 
 const pkg = JSON.parse(await readFile(join(root, 'packages/server/package.json'), 'utf8')) as {
@@ -13,18 +13,6 @@ const pkg = JSON.parse(await readFile(join(root, 'packages/server/package.json')
 }
 
 const run = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, env)
-
-/** The demo config with both listeners on free ports. */
-async function demoConfigIn(dir: string): Promise<string> {
-  type Demo = { gateway: { listen: { port: number }; admin: { port: number } }; store: unknown }
-  const demo = parse(await readFile(join(root, 'examples/demo.yaml'), 'utf8')) as Demo
-  demo.gateway.listen.port = 0
-  demo.gateway.admin.port = 0
-  demo.store = { kind: 'sqlite', path: join(dir, 'data/4runr.db') }
-  const file = join(dir, 'demo.yaml')
-  await writeFile(file, stringify(demo))
-  return file
-}
 
 describe('the 4runr command', () => {
   const children: ChildProcess[] = []

@@ -3,8 +3,10 @@
  * user runs it: `4runr start` from the sources through tsx, its URLs read off the banner.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { parse, stringify } from 'yaml'
 
 export const root = fileURLToPath(new URL('../../', import.meta.url))
 export const cli = join(root, 'packages/server/src/cli/index.ts')
@@ -59,4 +61,16 @@ export async function startGatewayProcess(
     })
   })
   return { child, ...urls, stderr: () => stderr, exited }
+}
+
+/** examples/demo.yaml with both listeners on free ports and its store in `dir`; returns the file. */
+export async function demoConfigIn(dir: string): Promise<string> {
+  type Demo = { gateway: { listen: { port: number }; admin: { port: number } }; store: unknown }
+  const demo = parse(await readFile(join(root, 'examples/demo.yaml'), 'utf8')) as Demo
+  demo.gateway.listen.port = 0
+  demo.gateway.admin.port = 0
+  demo.store = { kind: 'sqlite', path: join(dir, 'data/4runr.db') }
+  const file = join(dir, 'demo.yaml')
+  await writeFile(file, stringify(demo))
+  return file
 }

@@ -10,6 +10,7 @@ import { type AgentService, agentView } from '../auth/agent-service.ts'
 import type { TokenService } from '../auth/token-service.ts'
 import { GatewayError } from '../errors/gateway-error.ts'
 import type { KeyRing } from '../identity/key-ring.ts'
+import type { Revocation } from '../store/types.ts'
 
 const closed = { additionalProperties: false }
 const Labels = Type.Record(Type.String({ maxLength: 128 }), Type.String({ maxLength: 256 }))
@@ -252,16 +253,7 @@ export function identityAdminRoutes(deps: { agents: AgentService; tokens: TokenS
   }
 }
 
-function revocationView(r: {
-  id: string
-  kind: string
-  jti: string | null
-  agentId: string | null
-  kid: string | null
-  reason: string | null
-  createdAt: number
-  expiresAt: number | null
-}) {
+function revocationView(r: Revocation) {
   return {
     id: r.id,
     kind: r.kind,

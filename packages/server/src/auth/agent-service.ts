@@ -31,6 +31,24 @@ export interface RevokeInput {
 
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
 
+/** The key a caller gave (public only), or a generated pair whose private half goes back once. */
+function keyFrom(given: unknown): {
+  publicJwk: PublicJwk
+  privateKeyJwk?: Record<string, unknown>
+  kid: string
+} {
+  if (given === undefined) {
+    const pair = generateAgentKeyPair()
+    return {
+      publicJwk: pair.publicJwk,
+      privateKeyJwk: pair.privateJwk as unknown as Record<string, unknown>,
+      kid: pair.kid,
+    }
+  }
+  const publicJwk = parsePublicJwk(given)
+  return { publicJwk, kid: publicJwk.kid ?? jwkThumbprint(publicJwk) }
+}
+
 /** `agt_` and 24 hex digits: unguessable, URL-safe, recognisable in logs. */
 export function newAgentId(): string {
   return `agt_${randomBytes(12).toString('hex')}`
@@ -57,18 +75,7 @@ export class AgentService {
         'name must be 1–128 characters: letters, digits, dot, dash, underscore, starting with a letter or digit.',
       )
     }
-    let publicJwk: PublicJwk
-    let privateKeyJwk: Record<string, unknown> | undefined
-    let kid: string
-    if (input.publicKeyJwk === undefined) {
-      const pair = generateAgentKeyPair()
-      publicJwk = pair.publicJwk
-      privateKeyJwk = pair.privateJwk as unknown as Record<string, unknown>
-      kid = pair.kid
-    } else {
-      publicJwk = parsePublicJwk(input.publicKeyJwk)
-      kid = publicJwk.kid ?? (await jwkThumbprint(publicJwk))
-    }
+    const { publicJwk, privateKeyJwk, kid } = keyFrom(input.publicKeyJwk)
     const now = this.now()
     const key: AgentKey = { kid, jwk: { ...publicJwk, kid }, createdAt: now, notAfter: null }
     const agent = await this.store.agents
@@ -122,18 +129,7 @@ export class AgentService {
   /** Add a key (rotation); `notAfterOld` (ms) ends the agent's other keys. */
   async addKey(id: string, input: { publicKeyJwk?: unknown; notAfterOld?: number }) {
     await this.get(id)
-    let publicJwk: PublicJwk
-    let privateKeyJwk: Record<string, unknown> | undefined
-    let kid: string
-    if (input.publicKeyJwk === undefined) {
-      const pair = generateAgentKeyPair()
-      publicJwk = pair.publicJwk
-      privateKeyJwk = pair.privateJwk as unknown as Record<string, unknown>
-      kid = pair.kid
-    } else {
-      publicJwk = parsePublicJwk(input.publicKeyJwk)
-      kid = publicJwk.kid ?? (await jwkThumbprint(publicJwk))
-    }
+    const { publicJwk, privateKeyJwk, kid } = keyFrom(input.publicKeyJwk)
     const now = this.now()
     const agent = await this.store.agents
       .addKey(id, { kid, jwk: { ...publicJwk, kid }, createdAt: now, notAfter: null }, input.notAfterOld)
