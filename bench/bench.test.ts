@@ -434,6 +434,33 @@ describe('targets and configs', () => {
   })
 })
 
+describe('isolating the measured target', () => {
+  it('pauses a process group so it runs nothing, and resumes it', async () => {
+    const proc = startProcess('ticker', [
+      process.execPath,
+      '-e',
+      'setInterval(() => process.stdout.write("x"), 5)',
+    ])
+    try {
+      const ticks = () => proc.output().length
+      for (let i = 0; i < 100 && ticks() < 3; i++) await new Promise((r) => setTimeout(r, 20))
+      proc.pause()
+      await new Promise((r) => setTimeout(r, 50))
+      const paused = ticks()
+      await new Promise((r) => setTimeout(r, 200))
+      assert.equal(ticks(), paused, 'no output while paused')
+      proc.resume()
+      for (let i = 0; i < 100 && ticks() === paused; i++) await new Promise((r) => setTimeout(r, 20))
+      assert.ok(ticks() > paused, 'output again once resumed')
+      proc.pause()
+    } finally {
+      // stop() resumes a paused group first, so SIGTERM is not held.
+      await proc.stop(2000)
+    }
+    assert.notEqual(await proc.exited, undefined)
+  })
+})
+
 describe('smoke: upstream and bare proxy', () => {
   after(() => stopAll())
 

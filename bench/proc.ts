@@ -96,6 +96,9 @@ export interface Proc {
   output(): string
   /** SIGTERM to the process group, SIGKILL after `graceMs` */
   stop(graceMs?: number): Promise<void>
+  /** SIGSTOP / SIGCONT to the process group: a paused target uses no CPU at all */
+  pause(): void
+  resume(): void
 }
 
 const live = new Set<Proc>()
@@ -144,6 +147,8 @@ export function startProcess(name: string, argv: string[], options: StartOptions
         live.delete(proc)
         return
       }
+      // A paused group would hold SIGTERM until resumed.
+      killGroup(child.pid, 'SIGCONT')
       killGroup(child.pid, 'SIGTERM')
       const timer = setTimeout(() => killGroup(child.pid!, 'SIGKILL'), graceMs)
       await exited
@@ -151,6 +156,12 @@ export function startProcess(name: string, argv: string[], options: StartOptions
       // Anything the process started in its group and left behind goes too.
       killGroup(child.pid, 'SIGKILL')
       live.delete(proc)
+    },
+    pause() {
+      if (child.pid !== undefined && child.exitCode === null) killGroup(child.pid, 'SIGSTOP')
+    },
+    resume() {
+      if (child.pid !== undefined) killGroup(child.pid, 'SIGCONT')
     },
   }
   live.add(proc)
