@@ -1,5 +1,4 @@
 import { createMemoryState } from './memory-state.ts'
-import { createRedisState } from './redis-state.ts'
 import type { StateErrorReporter } from './state-error.ts'
 import type { SharedState } from './types.ts'
 
@@ -8,10 +7,12 @@ import type { SharedState } from './types.ts'
  * process). Rejects when Redis cannot be reached, unless `waitForConnection` is false: then it
  * keeps connecting in the background and refuses (503) what needs Redis until it answers.
  */
-export function openSharedState(
+export async function openSharedState(
   redis: { url: string; prefix?: string } | undefined,
   options: { onError?: StateErrorReporter; waitForConnection?: boolean } = {},
 ): Promise<SharedState> {
-  if (redis === undefined) return Promise.resolve(createMemoryState({ onError: options.onError }))
+  if (redis === undefined) return createMemoryState({ onError: options.onError })
+  // Loaded only for a cluster: ioredis costs ~2 MB of heap, and every full GC walks it.
+  const { createRedisState } = await import('./redis-state.ts')
   return createRedisState({ ...redis, ...options })
 }

@@ -1,5 +1,3 @@
-import { openPostgresStore } from './postgres-store.ts'
-import { openSqliteStore } from './sqlite-store.ts'
 import type { Store } from './types.ts'
 
 /** Where the Store lives: an embedded SQLite file, or a Postgres database shared by instances. */
@@ -13,7 +11,12 @@ export async function openStore(
   config: StoreConfig,
   options: { postgresSchema?: string } = {},
 ): Promise<Store> {
-  if (config.kind === 'sqlite') return openSqliteStore(config.path)
+  // Only the driver in use is loaded: every module kept on the heap lengthens each full GC pause.
+  if (config.kind === 'sqlite') {
+    const { openSqliteStore } = await import('./sqlite-store.ts')
+    return openSqliteStore(config.path)
+  }
+  const { openPostgresStore } = await import('./postgres-store.ts')
   return openPostgresStore(
     config.url,
     options.postgresSchema === undefined ? {} : { schema: options.postgresSchema },
