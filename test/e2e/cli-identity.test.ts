@@ -3,7 +3,7 @@
  * the CLI, get a token, call the demo's private path, revoke the token, see it refused.
  */
 import assert from 'node:assert/strict'
-import { mkdtemp, readFile, stat } from 'node:fs/promises'
+import { mkdtemp, readFile, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -22,6 +22,19 @@ describe('the identity commands of the 4runr CLI', () => {
     gw = await startGatewayProcess(file, { RUNR_ADMIN_KEY: adminKey }, dir)
     env = { RUNR_ADMIN_KEY: adminKey, RUNR_ADMIN_URL: gw.adminUrl, RUNR_URL: gw.publicUrl }
   })
+  const agentNames = async () => {
+    const res = await fetch(`${gw.adminUrl}/v1/agents?limit=500`, {
+      headers: { authorization: `Bearer ${adminKey}` },
+    })
+    assert.equal(res.status, 200)
+    return ((await res.json()) as { agents: Array<{ name: string }> }).agents.map((a) => a.name)
+  }
+  const gatewayIssuer = async () =>
+    (
+      (await (await fetch(`${gw.publicUrl}/.well-known/oauth-authorization-server`)).json()) as {
+        issuer: string
+      }
+    ).issuer
   after(async () => {
     gw.child.kill('SIGTERM')
     assert.equal(await gw.exited, 0)
@@ -33,8 +46,14 @@ describe('the identity commands of the 4runr CLI', () => {
     assert.equal(created.status, 0, created.stderr)
     assert.match(created.stdout.trim(), /^agt_/)
     assert.equal((await stat(keyFile)).mode & 0o777, 0o600)
-    const saved = JSON.parse(await readFile(keyFile, 'utf8')) as { privateKeyJwk: { d: string } }
+    const saved = JSON.parse(await readFile(keyFile, 'utf8')) as {
+      privateKeyJwk: { d: string }
+      issuer: string
+    }
     assert.equal(typeof saved.privateKeyJwk.d, 'string')
+    assert.doesNotMatch(created.stdout + created.stderr, new RegExp(saved.privateKeyJwk.d))
+    // The gateway's issuer is pinned in the key file at creation.
+    assert.equal(saved.issuer, await gatewayIssuer())
 
     // The key file remembers the gateway's URL: no flags needed.
     const got = runCli(['token', 'get', '--key', keyFile, '--scope', 'channel:demo'], { RUNR_URL: undefined })
@@ -57,6 +76,70 @@ describe('the identity commands of the 4runr CLI', () => {
     assert.equal(killed.status, 0, killed.stderr)
   })
 
+  it('never overwrites an existing --out file, nor follows a symlink there, and creates no agent then', async () => {
+    const existing = join(dir, 'existing.key.json')
+    await writeFile(existing, 'precious\n', { mode: 0o644 })
+    const refused = runCli(['agent', 'create', '--name', 'clobber', '--out', existing], env)
+    assert.equal(refused.status, 1)
+    assert.match(refused.stderr, /existing\.key\.json exists; choose another --out or remove it/)
+    assert.equal(await readFile(existing, 'utf8'), 'precious\n')
+    assert.equal((await stat(existing)).mode & 0o777, 0o644)
+
+    const target = join(dir, 'symlink-target.json')
+    const link = join(dir, 'link.key.json')
+    await symlink(target, link)
+    const viaLink = runCli(['agent', 'create', '--name', 'clobber', '--out', link], env)
+    assert.equal(viaLink.status, 1)
+    assert.match(viaLink.stderr, /exists; choose another --out/)
+    await assert.rejects(stat(target), { code: 'ENOENT' })
+
+    assert.ok(!(await agentNames()).includes('clobber'))
+  })
+
+  it('fails before creating the agent when the key file cannot be created or the issuer read', async () => {
+    const missingDir = join(dir, 'no-such-dir', 'k.key.json')
+    const noDir = runCli(['agent', 'create', '--name', 'lost-key', '--out', missingDir], env)
+    assert.equal(noDir.status, 1)
+    assert.match(noDir.stderr, /cannot create key file .*no-such-dir/)
+
+    const out = join(dir, 'unreachable.key.json')
+    const noPublic = runCli(
+      ['agent', 'create', '--name', 'lost-key', '--out', out, '--url', 'http://127.0.0.1:1'],
+      env,
+    )
+    assert.equal(noPublic.status, 1)
+    assert.match(noPublic.stderr, /cannot read the gateway's issuer .*cannot reach/)
+    await assert.rejects(stat(out), { code: 'ENOENT' })
+
+    assert.ok(!(await agentNames()).includes('lost-key'))
+    // Nothing was left behind: the same name and file work now.
+    const retried = runCli(['agent', 'create', '--name', 'lost-key', '--out', out], env)
+    assert.equal(retried.status, 0, retried.stderr)
+  })
+
+  it('signs only for the issuer recorded in the key file, and warns for a key file without one', async () => {
+    const keyFile = join(dir, 'pinned.key.json')
+    const created = runCli(['agent', 'create', '--name', 'pinned', '--out', keyFile], env)
+    assert.equal(created.status, 0, created.stderr)
+    const saved = JSON.parse(await readFile(keyFile, 'utf8')) as Record<string, unknown>
+
+    const edited = join(dir, 'edited.key.json')
+    await writeFile(edited, JSON.stringify({ ...saved, issuer: 'https://gateway.elsewhere.example' }))
+    const refused = runCli(['token', 'get', '--key', edited], env)
+    assert.equal(refused.status, 1)
+    assert.match(refused.stderr, /claims issuer ".*" but .*edited\.key\.json was created for issuer/)
+    assert.match(refused.stderr, /https:\/\/gateway\.elsewhere\.example/)
+    assert.equal(refused.stdout, '')
+
+    const { issuer: _, ...older } = saved
+    const old = join(dir, 'old.key.json')
+    await writeFile(old, JSON.stringify(older))
+    const got = runCli(['token', 'get', '--key', old], env)
+    assert.equal(got.status, 0, got.stderr)
+    assert.match(got.stderr, /warning: .*old\.key\.json records no issuer/)
+    assert.match(got.stdout.trim(), /^eyJ/)
+  })
+
   it('rotates the signing key', async () => {
     const rotated = runCli(['keys', 'rotate'], env)
     assert.equal(rotated.status, 0, rotated.stderr)
@@ -66,7 +149,7 @@ describe('the identity commands of the 4runr CLI', () => {
     assert.ok(jwks.keys.some((k) => k.kid === rotated.stdout.trim()))
   })
 
-  it('says what is wrong, with exit code 1, for a missing admin key, key file or gateway', () => {
+  it('says what is wrong, with exit code 1, for a missing admin key, key file or gateway', async () => {
     const noKey = runCli(['agent', 'create', '--name', 'x'], { ...env, RUNR_ADMIN_KEY: '' })
     assert.equal(noKey.status, 1)
     assert.match(noKey.stderr, /RUNR_ADMIN_KEY/)
@@ -77,6 +160,8 @@ describe('the identity commands of the 4runr CLI', () => {
     assert.equal(wrongKey.status, 1)
     assert.match(wrongKey.stderr, /401 unauthenticated/)
     assert.doesNotMatch(wrongKey.stderr, /wrong-key-0123456789/)
+    // The refused creation leaves no empty key file to block the next attempt.
+    await assert.rejects(stat(join(dir, 'x.json')), { code: 'ENOENT' })
     const noFile = runCli(['token', 'get', '--key', join(dir, 'missing.json')], env)
     assert.equal(noFile.status, 1)
     assert.match(noFile.stderr, /cannot read key file/)

@@ -4,7 +4,7 @@
  * and the public token endpoint with an assertion signed by the agent's own key.
  */
 import { randomUUID } from 'node:crypto'
-import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { type FileHandle, open, readFile, unlink } from 'node:fs/promises'
 import { importJWK, SignJWT } from 'jose'
 
 export interface CliIo {
@@ -20,6 +20,12 @@ export interface AgentKeyFile {
   privateKeyJwk: Record<string, unknown>
   /** The gateway's public URL, so `token get` needs no flag. */
   gatewayUrl: string
+  /**
+   * The gateway's issuer at creation. `token get` signs only for this issuer, so a key file or
+   * `--url` pointing at another server cannot obtain an assertion valid at the real gateway.
+   * Missing in key files written before it was recorded.
+   */
+  issuer?: string
 }
 
 export class CliError extends Error {}
@@ -55,13 +61,40 @@ async function call(url: string, init: RequestInit): Promise<Record<string, unkn
   return body
 }
 
-function adminInit(io: CliIo, body: unknown): RequestInit {
+function adminAuthorization(io: CliIo): string {
   const key = io.env['RUNR_ADMIN_KEY']
   if (key === undefined || key === '') throw new CliError('set RUNR_ADMIN_KEY to an admin key of the gateway')
+  return `Bearer ${key}`
+}
+
+function adminInit(io: CliIo, body: unknown): RequestInit {
   return {
     method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    headers: { authorization: adminAuthorization(io), 'content-type': 'application/json' },
     body: JSON.stringify(body),
+  }
+}
+
+/** The issuer the gateway at `base` announces in its RFC 8414 metadata. */
+async function fetchIssuer(base: string): Promise<string> {
+  const meta = await call(`${base}/.well-known/oauth-authorization-server`, { method: 'GET' })
+  const issuer = meta['issuer']
+  if (typeof issuer !== 'string' || issuer === '') {
+    throw new CliError(`${base}/.well-known/oauth-authorization-server names no issuer`)
+  }
+  return issuer
+}
+
+/** Create `path` for the private key; never an existing file, nor through a symlink. */
+async function createKeyFile(path: string): Promise<FileHandle> {
+  try {
+    // 'wx' is O_CREAT|O_EXCL: fails on any existing path (a dangling symlink included), so another
+    // key file is never overwritten and no file with looser permissions ever sees the secret.
+    return await open(path, 'wx', 0o600)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EEXIST') throw new CliError(`${path} exists; choose another --out or remove it`)
+    throw new CliError(`cannot create key file ${path}: ${(err as Error).message}`)
   }
 }
 
@@ -77,21 +110,61 @@ export async function agentCreate(
     labels[pair.slice(0, eq)] = pair.slice(eq + 1)
   }
   const roles = opts.roles === undefined ? undefined : opts.roles.split(',').filter((r) => r !== '')
-  const created = await call(
-    `${adminUrl(io, opts.admin)}/v1/agents`,
-    adminInit(io, { name: opts.name, labels, ...(roles === undefined ? {} : { roles }) }),
-  )
+  const admin = adminUrl(io, opts.admin)
+  const init = adminInit(io, { name: opts.name, labels, ...(roles === undefined ? {} : { roles }) })
+  const gatewayUrl = publicUrl(io, opts.url)
+  // A key file without the issuer could not get tokens safely, so an unreachable public listener
+  // stops us before the agent exists.
+  let issuer: string
+  try {
+    issuer = await fetchIssuer(gatewayUrl)
+  } catch (err) {
+    if (!(err instanceof CliError)) throw err
+    throw new CliError(`cannot read the gateway's issuer (set --url or RUNR_URL): ${err.message}`)
+  }
+  // The file is created before the agent: the gateway returns the private key only once, so every
+  // reason not to be able to keep it (existing file, missing directory, permissions) must show up
+  // while nothing has been created yet.
+  const out = opts.out ?? `${opts.name}.key.json`
+  const handle = await createKeyFile(out)
+  let created: Record<string, unknown>
+  try {
+    created = await call(`${admin}/v1/agents`, init)
+  } catch (err) {
+    // Nothing was written; leave no empty file behind to block the next attempt.
+    await handle.close().catch(() => {})
+    await unlink(out).catch(() => {})
+    throw err
+  }
   const file: AgentKeyFile = {
     agentId: created['id'] as string,
     name: created['name'] as string,
     kid: created['kid'] as string,
     privateKeyJwk: created['privateKeyJwk'] as Record<string, unknown>,
-    gatewayUrl: publicUrl(io, opts.url),
+    gatewayUrl,
+    issuer,
   }
-  const out = opts.out ?? `${opts.name}.key.json`
-  // The mode applies at creation; chmod covers a file that already existed with looser bits.
-  await writeFile(out, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600, flag: 'w' })
-  await chmod(out, 0o600)
+  try {
+    await handle.writeFile(`${JSON.stringify(file, null, 2)}\n`)
+    await handle.close()
+  } catch (err) {
+    // Rare (disk full, I/O error), but the key is then lost: delete the agent so the same name can
+    // be created again, and say so.
+    await handle.close().catch(() => {})
+    await unlink(out).catch(() => {})
+    const removed = await fetch(`${admin}/v1/agents/${encodeURIComponent(file.agentId)}`, {
+      method: 'DELETE',
+      headers: { authorization: adminAuthorization(io) },
+    }).then(
+      (res) => res.ok,
+      () => false,
+    )
+    throw new CliError(
+      `cannot write key file ${out}: ${(err as Error).message}; agent ${file.agentId} ${
+        removed ? 'was deleted again' : 'exists without a usable key: delete it'
+      }`,
+    )
+  }
   io.err(`created agent ${file.name} (${file.agentId}); private key written to ${out} (mode 0600)\n`)
   io.out(`${file.agentId}\n`)
 }
@@ -103,7 +176,11 @@ async function readKeyFile(path: string): Promise<AgentKeyFile> {
   } catch (err) {
     throw new CliError(`cannot read key file ${path}: ${(err as Error).message}`)
   }
-  if (typeof parsed.agentId !== 'string' || typeof parsed.privateKeyJwk !== 'object') {
+  if (
+    typeof parsed.agentId !== 'string' ||
+    typeof parsed.privateKeyJwk !== 'object' ||
+    (parsed.issuer !== undefined && typeof parsed.issuer !== 'string')
+  ) {
     throw new CliError(`${path} is not an agent key file (from 4runr agent create)`)
   }
   return parsed
@@ -135,9 +212,21 @@ export async function tokenGet(
 ): Promise<void> {
   const key = await readKeyFile(opts.key)
   const base = publicUrl(io, opts.url ?? key.gatewayUrl)
-  const meta = await call(`${base}/.well-known/oauth-authorization-server`, { method: 'GET' })
-  // The assertion's audience is the issuer, whatever address this client reaches the gateway by.
-  const issuer = meta['issuer'] as string
+  // The assertion's audience is the issuer, whatever address this client reaches the gateway by;
+  // but only the issuer recorded at creation, or a server posing as the gateway would receive an
+  // assertion it could replay at the real one.
+  const issuer = await fetchIssuer(base)
+  if (key.issuer === undefined) {
+    io.err(
+      `4runr: warning: ${opts.key} records no issuer (written by an older 4runr); signing for "${issuer}", ` +
+        `the issuer ${base} claims. Recreate the key file to pin the gateway.\n`,
+    )
+  } else if (key.issuer !== issuer) {
+    throw new CliError(
+      `${base} claims issuer "${issuer}" but ${opts.key} was created for issuer "${key.issuer}"; ` +
+        'refusing to sign an assertion for another gateway',
+    )
+  }
   const endpoint = `${base}/v1/token`
   const form = new URLSearchParams({
     grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer',
