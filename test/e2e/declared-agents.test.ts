@@ -49,6 +49,7 @@ describe('agents declared in the config file', () => {
         source: string
         status: string
         roles: string[]
+        labels?: Record<string, string>
         keys: unknown[]
       }>
     }
@@ -83,6 +84,30 @@ describe('agents declared in the config file', () => {
       headers: { authorization: `Bearer ${got.body.access_token}` },
     })
     assert.equal(res.status, 200)
+  })
+
+  it('keeps an agent the operator disabled disabled across a reload', async () => {
+    const agent = (await agentNamed('cfg-bot'))!
+    const patch = (status: string) =>
+      gw.admin(`/v1/agents/${agent.id}`, {
+        method: 'PATCH',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ status }),
+      })
+    assert.equal((await patch('disabled')).status, 200)
+    await gw.writeConfig(
+      base([
+        { name: 'cfg-bot', labels: { team: 'ops' }, roles: ['reader'], publicKeyJwk: first.publicKeyJwk },
+      ]),
+    )
+    assert.equal((await gw.reload()).ok, true)
+    for (let i = 0; i < 50 && (await agentNamed('cfg-bot'))!.labels?.['team'] !== 'ops'; i++) {
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    const after = (await agentNamed('cfg-bot'))!
+    assert.equal(after.labels?.['team'], 'ops', 'the reload was applied')
+    assert.equal(after.status, 'disabled', 'and the disable by the operator stands')
+    assert.equal((await patch('active')).status, 200)
   })
 
   it('follows a reload: a new key is added and the old one retired, roles change, a removed agent is disabled', async () => {

@@ -346,7 +346,9 @@ for (const backend of backends)
         const token = (await getToken(agent)).access_token
         const [h, p] = token.split('.')
         const forged = `${h}.${p}.${Buffer.alloc(64).toString('base64url')}`
-        await expectError(await call(forged), 401, 'unauthenticated', 'bad_signature')
+        const refused = await call(forged)
+        assert.match(refused.headers.get('www-authenticate') ?? '', /^Bearer error="invalid_token"/)
+        await expectError(refused, 401, 'unauthenticated', 'bad_signature')
         await expectError(await call('abc.def.ghi'), 401, 'unauthenticated')
         const basic = await fetch(`${gw.publicUrl}/orders/1`, {
           headers: { authorization: 'Basic Zm9vOmJhcg==' },
@@ -520,6 +522,13 @@ for (const backend of backends)
           'invalid_dpop_proof',
           'wrong_key',
         )
+        // A proof made for another server is refused even when the Host header claims that server.
+        const elsewhere = await dpopProof(key, 'GET', 'http://evil.example/orders/1', token)
+        const spoofed = await fetch(url, {
+          headers: { authorization: `DPoP ${token}`, dpop: elsewhere, host: 'evil.example' },
+        })
+        await expectError(spoofed, 401, 'invalid_dpop_proof', 'wrong_url')
+        assert.match(spoofed.headers.get('www-authenticate') ?? '', /^DPoP error="invalid_dpop_proof"/)
         const stale = await dpopProof(key, 'GET', url, token, { iat: Math.floor(Date.now() / 1000) - 600 })
         await expectError(await withProof(stale), 401, 'invalid_dpop_proof', 'stale')
       })
@@ -582,6 +591,42 @@ for (const backend of backends)
         await expectError(revoked, 400, 'invalid_grant')
       })
 
+      it('refuses a delegated token once any token it came from is revoked', async () => {
+        const agent = await createAgent()
+        const parent = (await getToken(agent)).access_token
+        const exchange = async (subject: string) => {
+          const res = await tokenRequest({ grant_type: tokenExchange, subject_token: subject })
+          assert.equal(res.status, 200)
+          return ((await res.json()) as { access_token: string }).access_token
+        }
+        const child = await exchange(parent)
+        const grandchild = await exchange(child)
+        assert.equal((await call(grandchild)).status, 200)
+        await gw.admin('/v1/revocations', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ token: parent }),
+        })
+        await expectError(await call(child), 401, 'token_revoked', 'revoked_parent')
+        await expectError(await call(grandchild), 401, 'token_revoked', 'revoked_parent')
+      })
+
+      it('refuses to exchange an unbound token of an agent that requires DPoP for a bound one', async () => {
+        const agent = await createAgent()
+        const unbound = (await getToken(agent)).access_token
+        await gw.admin(`/v1/agents/${agent.id}`, {
+          method: 'PATCH',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ requireDpop: true }),
+        })
+        const thief = await newDpopKey()
+        const res = await tokenRequest(
+          { grant_type: tokenExchange, subject_token: unbound },
+          { dpop: await dpopProof(thief, 'POST', `${gw.publicUrl}/v1/token`) },
+        )
+        await expectError(res, 400, 'invalid_grant', 'dpop_required')
+      })
+
       it('refuses to launder a key-bound token into an unbound one', async () => {
         const agent = await createAgent()
         const key = await newDpopKey()
@@ -634,6 +679,13 @@ for (const backend of backends)
           body: JSON.stringify({ notAfterOld: new Date(Date.now() - 1000).toISOString() }),
         })
         assert.equal(res.status, 201)
+        assert.equal(res.headers.get('cache-control'), 'no-store', 'a private key is never cached')
+        const asMs = await gw.admin(`/v1/agents/${agent.id}/keys`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ notAfterOld: Date.now() + 60_000 }),
+        })
+        assert.equal(asMs.status, 201, 'notAfterOld also takes milliseconds since the epoch')
         const added = (await res.json()) as { kid: string; privateKeyJwk: TestAgentKey['privateKeyJwk'] }
         const old = await tokenRequest({
           grant_type: jwtBearer,

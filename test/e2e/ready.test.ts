@@ -75,6 +75,22 @@ describe('readiness with unreachable dependencies', () => {
     assert.ok(!JSON.stringify(reasons).includes('canary-redis-pw'), 'reasons never carry the URL password')
   })
 
+  it('stores and applies admin changes while Redis is down, and says they were made', async () => {
+    const created = await gw.admin('/v1/agents', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'while-redis-is-down' }),
+    })
+    assert.equal(created.status, 201)
+    const { id } = (await created.json()) as { id: string }
+    const revoked = await gw.admin('/v1/revocations', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ agentId: id }),
+    })
+    assert.equal(revoked.status, 201)
+  })
+
   it('keeps answering /health with 200 while not ready', async () => {
     for (const answer of await onBoth(gw, '/health')) assert.equal(answer.status, 200)
   })

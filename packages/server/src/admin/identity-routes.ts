@@ -40,7 +40,8 @@ const AddKey = Type.Object(
   {
     publicKeyJwk: Type.Optional(Type.Object({}, { additionalProperties: true })),
     /** RFC 3339 time, or milliseconds since the epoch, after which the agent's other keys stop working. */
-    notAfterOld: Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Integer({ minimum: 0 })])),
+    // Integer first: with Fastify's type coercion a number would otherwise become a string.
+    notAfterOld: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.String({ maxLength: 64 })])),
   },
   closed,
 )
@@ -110,7 +111,8 @@ export function identityAdminRoutes(deps: { agents: AgentService; tokens: TokenS
     app.post('/v1/agents', { schema: { body: CreateAgent } }, async (request, reply) => {
       const body = request.body as Static<typeof CreateAgent>
       const created = await agents.create(body)
-      reply.code(201)
+      // The only copy of a private key: no cache may keep it.
+      reply.code(201).header('cache-control', 'no-store')
       return {
         ...agentView(created.agent),
         kid: created.kid,
@@ -146,7 +148,7 @@ export function identityAdminRoutes(deps: { agents: AgentService; tokens: TokenS
         publicKeyJwk: body.publicKeyJwk,
         notAfterOld: parseTime(body.notAfterOld, 'notAfterOld'),
       })
-      reply.code(201)
+      reply.code(201).header('cache-control', 'no-store')
       return {
         kid: added.kid,
         ...(added.privateKeyJwk === undefined ? {} : { privateKeyJwk: added.privateKeyJwk }),
@@ -214,7 +216,7 @@ export function identityAdminRoutes(deps: { agents: AgentService; tokens: TokenS
         type: 'pkcs8',
         format: 'pem',
       })
-      reply.code(201)
+      reply.code(201).header('cache-control', 'no-store')
       return {
         agent_id: created.agent.id,
         name: created.agent.name,

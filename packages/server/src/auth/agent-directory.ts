@@ -21,11 +21,14 @@ export interface TokenFacts {
   exp: number
   /** the agent key the token was obtained with (exchange), absent for admin-issued tokens */
   akid?: string | undefined
+  /** the tokens it was delegated from */
+  anc?: readonly string[] | undefined
 }
 
 /** Why a token is no longer good, or undefined when it is. */
 export type RevokedReason =
   | 'revoked_token'
+  | 'revoked_parent'
   | 'revoked_agent'
   | 'revoked_key'
   | 'agent_disabled'
@@ -44,9 +47,13 @@ export class AgentDirectory {
   /** `agentId kid` → when the key was revoked (ms). */
   private keyRevokedAt = new Map<string, number>()
   private lastRevocationAt = 0
+  /** Counts setAgent calls; `changedAt` says when each agent last changed here. */
+  private changes = 0
+  private changedAt = new Map<string, number>()
   private unsubscribe: Unsubscribe | undefined
   private timer: NodeJS.Timeout | undefined
   private resyncing: Promise<void> | undefined
+  private resyncingAgents = false
 
   constructor(
     private readonly store: Store,
@@ -80,11 +87,18 @@ export class AgentDirectory {
 
   /** Re-read new revocations (and, when `agents`, every agent) from the store. Calls share one read. */
   resync(agents = true): Promise<void> {
+    // A full read asked for while a partial one runs follows it, rather than being dropped.
+    if (this.resyncing !== undefined && agents && !this.resyncingAgents) {
+      return this.resyncing.then(() => this.resync(true))
+    }
+    if (this.resyncing === undefined) this.resyncingAgents = agents
     this.resyncing ??= (async () => {
       try {
         if (agents) await this.reloadAgents()
-        // A little overlap: revocations written by another instance in the same millisecond.
-        const since = Math.max(0, this.lastRevocationAt - 5_000)
+        // Between full reads, only what is newer than the newest seen, with some overlap for
+        // other instances' clocks; a full read takes every unexpired revocation again, so one
+        // whose message was lost and whose clock was far behind is not missed for good.
+        const since = agents ? 0 : Math.max(0, this.lastRevocationAt - 5_000)
         for (const r of await this.store.revocations.list({ since, now: this.now() })) this.apply(r)
         this.prune()
       } finally {
@@ -95,6 +109,7 @@ export class AgentDirectory {
   }
 
   private async reloadAgents(): Promise<void> {
+    const startedAt = this.changes
     const agents = new Map<string, Agent>()
     let after: string | undefined
     for (;;) {
@@ -102,6 +117,17 @@ export class AgentDirectory {
       for (const agent of page) agents.set(agent.id, agent)
       if (page.length < 500) break
       after = page[page.length - 1]!.id
+    }
+    // A change applied here while the pages were read (a disable, a delete, a role change) is
+    // newer than what was read: keep it, or a disabled agent would come back until the next read.
+    for (const [id, at] of this.changedAt) {
+      if (at <= startedAt) {
+        this.changedAt.delete(id)
+        continue
+      }
+      const local = this.agents.get(id)
+      if (local === undefined) agents.delete(id)
+      else agents.set(id, local)
     }
     this.agents = agents
   }
@@ -131,6 +157,7 @@ export class AgentDirectory {
 
   /** Replace one agent's record here (after a create, patch or key change), or drop it. */
   setAgent(id: string, agent: Agent | undefined): void {
+    this.changedAt.set(id, ++this.changes)
     if (agent === undefined) this.agents.delete(id)
     else this.agents.set(id, agent)
   }
@@ -150,6 +177,10 @@ export class AgentDirectory {
     if (agent === undefined) return 'unknown_agent'
     if (agent.status !== 'active') return 'agent_disabled'
     if (this.revokedJtis.has(token.jti)) return 'revoked_token'
+    // A delegated token dies with any token it came from: a thief's first move with a stolen
+    // token may be to delegate it to a key of their own.
+    if (token.anc !== undefined)
+      for (const jti of token.anc) if (this.revokedJtis.has(jti)) return 'revoked_parent'
     const issuedMs = token.iat * 1000
     const killed = this.agentRevokedAt.get(token.sub)
     if (killed !== undefined && issuedMs <= killed) return 'revoked_agent'
@@ -180,8 +211,14 @@ export class AgentDirectory {
       this.onError(err)
       return
     }
-    if (message.type === 'revocation') this.apply(message.revocation)
-    else if (message.type === 'agent' && typeof message.id === 'string') {
+    if (message.type === 'revocation') {
+      this.apply(message.revocation)
+      // A kill switch usually comes with a status change (disable, delete): read the agent too.
+      const agentId = message.revocation.agentId
+      if (message.revocation.kind === 'agent' && agentId !== null) {
+        this.store.agents.get(agentId).then((agent) => this.setAgent(agentId, agent), this.onError)
+      }
+    } else if (message.type === 'agent' && typeof message.id === 'string') {
       this.store.agents.get(message.id).then((agent) => this.setAgent(message.id, agent), this.onError)
     }
   }

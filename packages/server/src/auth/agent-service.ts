@@ -65,6 +65,8 @@ export class AgentService {
     private readonly directory: AgentDirectory,
     /** The longest an access token can live (tokens.maxTtl): how long a revocation matters. */
     private readonly maxTokenLifetimeMs: () => number,
+    /** A change is stored and in force here even when telling the other instances fails. */
+    private readonly onAnnounceError: (err: unknown) => void = () => {},
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -175,7 +177,9 @@ export class AgentService {
     }
     await this.store.revocations.add(revocation)
     this.directory.apply(revocation)
-    await this.directory.announceRevocation(revocation)
+    // Best effort: the other instances also re-read revocations from the store every few
+    // seconds, and failing the call now would report as lost a revocation that is in force.
+    await this.directory.announceRevocation(revocation).catch(this.onAnnounceError)
     return revocation
   }
 
@@ -213,15 +217,17 @@ export class AgentService {
         continue
       }
       if (existing.source !== 'config') continue
+      // Status is the operator's: an agent disabled through the API (an incident) stays disabled
+      // across reloads and restarts, and one disabled because it left the file is re-enabled
+      // through the API, not by putting it back.
       const patch: AgentPatch = {
         labels: d.labels ?? {},
         roles: d.roles ?? [],
         requireDpop: d.requireDpop ?? false,
-        status: 'active',
       }
       const same =
-        JSON.stringify([existing.labels, existing.roles, existing.requireDpop, existing.status]) ===
-        JSON.stringify([patch.labels, patch.roles, patch.requireDpop, patch.status])
+        JSON.stringify([existing.labels, existing.roles, existing.requireDpop]) ===
+        JSON.stringify([patch.labels, patch.roles, patch.requireDpop])
       if (!same) await this.patch(existing.id, patch)
       if (d.publicKeyJwk !== undefined) {
         const jwk = parsePublicJwk(d.publicKeyJwk)
@@ -245,7 +251,7 @@ export class AgentService {
 
   private async changed(id: string, agent: Agent | undefined): Promise<void> {
     this.directory.setAgent(id, agent)
-    await this.directory.announceAgent(id)
+    await this.directory.announceAgent(id).catch(this.onAnnounceError)
   }
 }
 

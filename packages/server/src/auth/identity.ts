@@ -100,7 +100,14 @@ export async function openIdentity(options: {
       maxTtlMs: config.tokens.maxTtlMs,
     })
     let current = config
-    const agents = new AgentService(store, directory, () => current.tokens.maxTtlMs)
+    // Revocations must outlive every token they cover, including tokens issued under a longer
+    // maxTtl before a reload shortened it: the key ring's start-time bound is kept in the max.
+    const agents = new AgentService(
+      store,
+      directory,
+      () => Math.max(current.tokens.maxTtlMs, config.tokens.maxTtlMs),
+      (err) => logger.warn({ err }, 'could not tell the other instances about an identity change'),
+    )
     const stateRef = state
     const directoryRef = directory
     // Another instance may rotate: re-read signing keys with the resync, and rotate when due.
@@ -130,6 +137,29 @@ export async function openIdentity(options: {
     }, pruneEveryMs)
     pruneTimer.unref()
 
+    let syncing: Promise<void> = Promise.resolve()
+    let closed = false
+    const sync = async (next: CompiledConfig): Promise<void> => {
+      current = next
+      // A reload that changes `redis:` moves the shared state there without a restart.
+      const nextRedis = JSON.stringify(next.raw.redis ?? null)
+      if (nextRedis !== redisConfig) {
+        redisConfig = nextRedis
+        const opened = await openSharedState(next.raw.redis, {
+          onError: onStateError,
+          waitForConnection: false,
+        })
+        // Stopped meanwhile: the new connection would never be closed.
+        if (closed) {
+          await opened.close()
+          return
+        }
+        await stateRef.switchTo(opened)
+        logger.info({ kind: opened.kind }, 'shared state switched')
+      }
+      await agents.syncDeclared(next.raw.agents ?? [])
+    }
+
     return {
       store,
       state,
@@ -144,6 +174,7 @@ export async function openIdentity(options: {
           verifier: createTokenVerifier({ keyRing, issuer }),
           directory: directoryRef,
           state: stateRef,
+          maxTtlCapMs: keyRing.maxTtlMs,
           onIssued: (grant) => metrics.tokenIssued(grant),
         })
         return {
@@ -152,21 +183,12 @@ export async function openIdentity(options: {
           authenticator: agentTokenAuthenticator(tokens, issuer),
         }
       },
-      async syncDeclared(next) {
-        current = next
-        // A reload that changes `redis:` moves the shared state there without a restart.
-        const nextRedis = JSON.stringify(next.raw.redis ?? null)
-        if (nextRedis !== redisConfig) {
-          redisConfig = nextRedis
-          const opened = await openSharedState(next.raw.redis, {
-            onError: onStateError,
-            waitForConnection: false,
-          })
-          await stateRef.switchTo(opened)
-          logger.info({ kind: opened.kind }, 'shared state switched')
-        }
-        await agents.syncDeclared(next.raw.agents ?? [])
+      syncDeclared(next) {
+        // One at a time, in reload order: two overlapping syncs could switch to an older Redis.
+        syncing = syncing.catch(() => undefined).then(() => sync(next))
+        return syncing
       },
+
       async problems() {
         const [storeOk, stateOk] = await Promise.all([answers(store.ping()), answers(stateRef.ping())])
         const found: string[] = []
@@ -175,6 +197,8 @@ export async function openIdentity(options: {
         return found
       },
       async close() {
+        closed = true
+        await syncing.catch(() => undefined)
         clearInterval(keysTimer)
         clearInterval(refreshTimer)
         clearInterval(pruneTimer)

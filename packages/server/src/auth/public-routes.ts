@@ -11,21 +11,15 @@ import type { KeyRing } from '../identity/key-ring.ts'
 import { type AuthResult, grantJwtBearer, grantTokenExchange, type TokenService } from './token-service.ts'
 
 /**
- * The URLs a DPoP proof's `htu` may name for this request: the configured issuer's origin and
- * the origin the client used (Host), each with the path as sent, without the query.
+ * The URL a DPoP proof's `htu` must name for this request: the gateway's public origin (from the
+ * issuer, which operators set to the public URL) and the path as sent, without the query. Never
+ * the client's Host header: a proof made for another server must not be replayable here
+ * (RFC 9449 §11.1).
  */
 export function requestUrls(req: IncomingMessage, issuer: string): string[] {
   const url = req.url ?? '/'
   const q = url.indexOf('?')
-  const path = q < 0 ? url : url.slice(0, q)
-  const urls = [new URL(issuer).origin + path]
-  const host = req.headers.host
-  if (host !== undefined) {
-    const scheme = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'
-    const own = `${scheme}://${host}${path}`
-    if (own !== urls[0]) urls.push(own)
-  }
-  return urls
+  return [new URL(issuer).origin + (q < 0 ? url : url.slice(0, q))]
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

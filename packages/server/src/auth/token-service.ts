@@ -35,12 +35,16 @@ export interface TokenServiceDeps {
   verifier: TokenVerifier
   directory: AgentDirectory
   state: SharedState
+  /** The longest lifetime the signing keys allow (the key ring's maxTtl, fixed at start). */
+  maxTtlCapMs: number
   /** Counts issued tokens by grant (runr_tokens_issued_total). */
   onIssued?(grant: string): void
   now?(): number
 }
 
 const intentPattern = /^[A-Za-z0-9_.:-]{1,64}$/
+/** The access-token verifier refuses longer `act`/`anc` chains. */
+const maxDelegationDepth = 8
 
 function stringParam(params: Record<string, unknown>, name: string): string | undefined {
   const value = params[name]
@@ -77,8 +81,11 @@ export class TokenService {
 
   /** The lifetime asked for (`ttl`: seconds or a duration string), bounded by tokens.maxTtl. */
   private ttlMs(raw: unknown): number {
-    const { ttlMs, maxTtlMs } = this.deps.config().tokens
-    if (raw === undefined || raw === null || raw === '') return ttlMs
+    const tokens = this.deps.config().tokens
+    // The key ring sized its JWKS grace for the maxTtl it started with: a reload may lower the
+    // bound but not raise it (that takes a restart).
+    const maxTtlMs = Math.min(tokens.maxTtlMs, this.deps.maxTtlCapMs)
+    if (raw === undefined || raw === null || raw === '') return Math.min(tokens.ttlMs, maxTtlMs)
     let ms: number
     if (typeof raw === 'number' || (typeof raw === 'string' && /^\d+$/.test(raw))) ms = Number(raw) * 1000
     else if (typeof raw === 'string') {
@@ -202,6 +209,28 @@ export class TokenService {
         },
       )
     }
+    const agent = this.deps.directory.get(subject.sub)
+    // An unbound token of an agent that must bind its tokens is refused on its own; exchanging
+    // it for one bound to the presenter's key would launder it.
+    if (agent !== undefined && subject.cnf === undefined && this.requiresDpop(agent)) {
+      throw new GatewayError(
+        'invalid_grant',
+        'This agent must use key-bound tokens; the subject token is not.',
+        {
+          details: { reason: 'dpop_required' },
+        },
+      )
+    }
+    const ancestors = [...(subject.anc ?? []), subject.jti]
+    if (ancestors.length > maxDelegationDepth) {
+      throw new GatewayError(
+        'invalid_grant',
+        `A token can be delegated at most ${maxDelegationDepth} times.`,
+        {
+          details: { reason: 'delegation_too_deep' },
+        },
+      )
+    }
     const jkt = await this.proofKey(dpop, tokenUrls)
     const boundTo = subject.cnf?.jkt
     if (boundTo !== undefined && jkt !== boundTo) {
@@ -213,7 +242,6 @@ export class TokenService {
         },
       )
     }
-    const agent = this.deps.directory.get(subject.sub)
     if (agent !== undefined && jkt === undefined && this.requiresDpop(agent)) {
       throw new GatewayError('invalid_dpop_proof', 'This agent must bind its tokens: send a DPoP proof.', {
         details: { reason: 'missing_proof' },
@@ -233,6 +261,7 @@ export class TokenService {
       jkt,
       act,
       parentJti: subject.jti,
+      ancestors,
     })
     this.deps.onIssued?.('token-exchange')
     return { ...this.answer(issued, jkt, scope, intent), issued_token_type: accessTokenType }

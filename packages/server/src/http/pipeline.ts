@@ -127,6 +127,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     // An unread request body would be parsed as the next request on this connection: close it.
     if (!req.complete) res.shouldKeepAlive = false
+    // Every 401 says how to authenticate (RFC 6750 §3, RFC 9449 §7.1), refusals of a presented
+    // token included, not only the bare "no credential" case.
+    if (err.status === 401 && err.headers?.['www-authenticate'] === undefined && !res.headersSent) {
+      res.setHeader(
+        'www-authenticate',
+        err.code === 'invalid_dpop_proof'
+          ? 'DPoP error="invalid_dpop_proof", algs="EdDSA ES256"'
+          : 'Bearer error="invalid_token", DPoP algs="EdDSA ES256"',
+      )
+    }
     writeError(res, err, {
       requestId: ctx.requestId,
       requestIdHeader: requestIdHeaderFor(ctx, err.status),

@@ -36,6 +36,8 @@ export interface AccessClaims {
   cnf?: { jkt: string }
   act?: Actor
   parent_jti?: string
+  /** Every token this one was delegated from, oldest first: revoking any of them revokes this one. */
+  anc?: readonly string[]
 }
 
 /** Why a token was refused, in `error.details.reason`. */
@@ -75,6 +77,7 @@ export interface TokenIssuer {
     jkt?: string
     act?: Actor
     parentJti?: string
+    ancestors?: readonly string[]
   }): Promise<{ token: string; claims: AccessClaims; expiresIn: number }>
 }
 
@@ -108,6 +111,7 @@ export function createTokenIssuer(options: {
       if (request.jkt !== undefined) claims.cnf = { jkt: request.jkt }
       if (request.act !== undefined) claims.act = request.act
       if (request.parentJti !== undefined) claims.parent_jti = request.parentJti
+      if (request.ancestors !== undefined && request.ancestors.length > 0) claims.anc = [...request.ancestors]
       const { kid, privateKey } = keyRing.active()
       const token = await new SignJWT({ ...claims })
         .setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid })
@@ -184,6 +188,13 @@ function checkClaims(payload: Record<string, unknown>, issuer: string, nowSecond
     claims.cnf = Object.freeze({ jkt: cnf['jkt'] })
   }
   if (payload['act'] !== undefined) claims.act = actor(payload['act'], 1)
+  const anc = payload['anc']
+  if (anc !== undefined) {
+    if (!Array.isArray(anc) || anc.length > maxActDepth || !anc.every(isText)) {
+      refuse('invalid_claim', 'the access token claim anc must be a short list of token ids')
+    }
+    claims.anc = Object.freeze([...anc])
+  }
   return Object.freeze(claims)
 }
 
