@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
-import type { ChildProcess } from 'node:child_process'
+import { type ChildProcess, spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -18,6 +19,15 @@ describe('the 4runr command', () => {
   const children: ChildProcess[] = []
   after(() => {
     for (const child of children) child.kill('SIGKILL')
+  })
+
+  it('runs as the installed 4runr command once built (executable, with its V8 flags)', (t) => {
+    const bin = join(root, 'node_modules/.bin/4runr')
+    // `npm run build` makes it; CI builds before testing.
+    if (!existsSync(join(root, 'packages/server/dist/cli/index.js'))) return t.skip('not built')
+    const ran = spawnSync(bin, ['--version'], { encoding: 'utf8' })
+    assert.equal(ran.status, 0, ran.stderr)
+    assert.equal(ran.stdout.trim(), pkg.version)
   })
 
   it('prints its version and help', () => {
