@@ -159,7 +159,7 @@ export const nginx: Target = {
 }
 
 /**
- * The V8 flags the `4runr` command runs with (its shebang, and `npm start`): a larger young
+ * The V8 flags the `4runr` command runs with (packages/server/bin/4runr.js, and `npm start`): a larger young
  * generation for a workload whose allocations die young. The bare-Node row gets them too, so the
  * gap between the two stays the cost of the gateway's own work.
  */

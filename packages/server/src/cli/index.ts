@@ -1,12 +1,6 @@
-#!/usr/bin/env -S node --max-semi-space-size=64 --min-semi-space-size=64
 /**
- * The `4runr` command: thin wiring from arguments to the commands.
- *
- * The V8 flags above size the young generation for a proxy: nearly everything a request
- * allocates dies young, and with the default 16 MB semi-spaces a gateway at a few thousand
- * requests/s scavenged every ~0.3 s, each pause delaying the requests that arrived during it
- * (measured: ~6× fewer scavenges and a lower fixed-rate p99). `npm start` and the benchmark pass
- * the same flags; see `gatewayNodeFlags` in bench/targets.ts.
+ * The `4runr` command: thin wiring from arguments to the commands. Installed as bin/4runr.js,
+ * which also carries the V8 flags it runs with.
  */
 import { readFileSync } from 'node:fs'
 import { Command } from 'commander'
