@@ -110,14 +110,13 @@ export async function openIdentity(options: {
     )
     const stateRef = state
     const directoryRef = directory
-    // Another instance may rotate: re-read signing keys with the resync, and rotate when due.
+    // Rotate when due (the refresh below picks up a rotation made by another instance).
     const keysTimer = setInterval(
       () => {
         keyRing
           .rotateIfDue()
           .then((rotated) => {
             if (rotated) logger.info({ kid: keyRing.active().kid }, 'signing key rotated')
-            return keyRing.refresh()
           })
           .catch((err: unknown) => logger.error({ err }, 'signing key rotation check failed'))
       },
@@ -144,7 +143,6 @@ export async function openIdentity(options: {
       // A reload that changes `redis:` moves the shared state there without a restart.
       const nextRedis = JSON.stringify(next.raw.redis ?? null)
       if (nextRedis !== redisConfig) {
-        redisConfig = nextRedis
         const opened = await openSharedState(next.raw.redis, {
           onError: onStateError,
           waitForConnection: false,
@@ -155,6 +153,8 @@ export async function openIdentity(options: {
           return
         }
         await stateRef.switchTo(opened)
+        // Only now: a switch that failed is tried again by the next reload.
+        redisConfig = nextRedis
         logger.info({ kind: opened.kind }, 'shared state switched')
       }
       await agents.syncDeclared(next.raw.agents ?? [])
