@@ -397,35 +397,18 @@ describe('targets and configs', () => {
     }
   })
 
-  it('writes the gateway config with a public /bench channel', () => {
+  it('writes one gateway config with the public /bench channel and /bench-auth behind a token', () => {
     const yaml = gatewayConfig({ port: 8000, adminPort: 8001, upstreamPort: 9000, tmpDir: '/tmp/x' })
     assert.match(yaml, /listen: \{ host: 127\.0\.0\.1, port: 8000 \}/)
     assert.match(yaml, /admin: \{ host: 127\.0\.0\.1, port: 8001 \}/)
     assert.match(yaml, /store: \{ kind: sqlite, path: "\/tmp\/x\/4runr\.db" \}/)
     assert.match(yaml, /url: "http:\/\/127\.0\.0\.1:9000"/)
-    assert.match(yaml, /prefix: \/bench, system: up, rules: \[ \{ path: "\*", public: true \} \]/)
-    assert.doesNotMatch(yaml, /tokens:/)
-  })
-
-  it('writes the gateway-auth config: same channel, not public, hour-long tokens', () => {
-    const yaml = gatewayConfig({
-      port: 8000,
-      adminPort: 8001,
-      upstreamPort: 9000,
-      tmpDir: '/tmp/y',
-      auth: true,
-    })
-    const pub = gatewayConfig({ port: 8000, adminPort: 8001, upstreamPort: 9000, tmpDir: '/tmp/y' })
-    assert.match(yaml, /prefix: \/bench, system: up, rules: \[ \{ path: "\*" \} \]/)
+    assert.match(
+      yaml,
+      /name: bench, prefix: \/bench, system: up, rules: \[ \{ path: "\*", public: true \} \]/,
+    )
+    assert.match(yaml, /name: bench-auth, prefix: \/bench-auth, system: up, rules: \[ \{ path: "\*" \} \]/)
     assert.match(yaml, /^tokens: \{ ttl: 1h, maxTtl: 1h \}$/m)
-    assert.doesNotMatch(yaml, /public/)
-    // Everything else is the gateway row's config.
-    const rest = (text: string) =>
-      text
-        .split('\n')
-        .filter((l) => !l.startsWith('tokens:') && !l.startsWith('channels:'))
-        .join('\n')
-    assert.equal(rest(yaml), rest(pub))
   })
 
   it('expands CPU lists', () => {
@@ -554,7 +537,7 @@ describe('smoke: gateway-auth', {
   it('starts with a bearer token and the agent for the exchange measurement', () => {
     const auth = running.headers?.['authorization'] ?? ''
     assert.match(auth, /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/)
-    assert.equal(running.tokenExchange?.scope, 'channel:bench')
+    assert.equal(running.tokenExchange?.scope, 'channel:bench-auth')
     assert.match(running.tokenExchange?.agent.id ?? '', /^agt_/)
     assert.match(running.tokenExchange?.issuer ?? '', /^http:\/\/127\.0\.0\.1:\d+$/)
   })

@@ -221,7 +221,7 @@ async function main(): Promise<number> {
    */
   const attempt = async (l: Live, what: string, fn: () => Promise<void>) => {
     if (l.samples.skipped) return
-    for (const other of live) if (other !== l) other.running.proc?.pause()
+    for (const other of live) if (other.running.proc !== l?.running.proc) other.running.proc?.pause()
     try {
       await fn()
     } catch (err) {
@@ -229,7 +229,7 @@ async function main(): Promise<number> {
       const output = l.running.proc?.output().trim()
       log(`  ${l.target.name}: ${what} failed: ${(err as Error).message}${output ? `\n${output}` : ''}`)
     } finally {
-      for (const other of live) if (other !== l) other.running.proc?.resume()
+      for (const other of live) if (other.running.proc !== l?.running.proc) other.running.proc?.resume()
     }
   }
 
@@ -316,7 +316,7 @@ async function measureTokenExchange(
     `token exchange: POST /v1/token, ${params.exchangeConcurrency} concurrent, ${params.exchangeDurationSec}s (assertions signed beforehand)`,
   )
   // Alone on the proxy CPU, like every other measurement (see `attempt`).
-  for (const other of live) if (other !== l) other.running.proc?.pause()
+  for (const other of live) if (other.running.proc !== l?.running.proc) other.running.proc?.pause()
   try {
     return await runTokenExchange({
       setup,
@@ -329,7 +329,7 @@ async function measureTokenExchange(
     log(`  token exchange failed: ${(err as Error).message}${output ? `\n${output}` : ''}`)
     return { skipped: 'failed' }
   } finally {
-    for (const other of live) if (other !== l) other.running.proc?.resume()
+    for (const other of live) if (other.running.proc !== l?.running.proc) other.running.proc?.resume()
   }
 }
 
