@@ -148,6 +148,28 @@ describe('agents declared in the config file', () => {
     assert.equal(res.status, 401)
   })
 
+  it('refuses a lifetime above the maxTtl it started with after a reload raised it, with 400 not 500', async () => {
+    const created = (await (
+      await gw.admin('/v1/agents', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'ttl-bot' }),
+      })
+    ).json()) as { id: string }
+    await gw.writeConfig({ ...base([]), tokens: { ttl: '15m', maxTtl: '3h' } })
+    assert.equal((await gw.reload()).ok, true)
+    const res = await gw.admin(`/v1/agents/${created.id}/tokens`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ttl: 7200 }),
+    })
+    // The signing keys' grace was sized for the start-time maxTtl (1 h): raising it needs a restart.
+    assert.equal(res.status, 400)
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'invalid_request')
+    await gw.writeConfig(base([]))
+    assert.equal((await gw.reload()).ok, true)
+  })
+
   it('refuses to start with a declared agent that has no public key', async () => {
     await assert.rejects(startTestGateway(base([{ name: 'keyless' }])), /publicKeyJwk/)
   })
