@@ -2,7 +2,7 @@
  * Versioned schema migrations for both stores. Each list is append-only: a released migration is
  * never edited, a change is a new version. The two lists describe the same logical schema in each
  * dialect and carry the same version numbers, so a version means the same tables everywhere.
- * Later versions (policies, secrets, audit) are appended here.
+ * Later versions (audit) are appended here.
  */
 
 /** One step of the schema; its version is recorded in schema_migrations once applied. */
@@ -73,6 +73,74 @@ export const sqliteMigrations: readonly Migration[] = [
       ) strict`,
     ],
   },
+  {
+    version: 2,
+    name: 'policies with history, approvals, quota counters, secrets',
+    statements: [
+      // The current version of each policy; policy_versions keeps every version ever written.
+      `create table policies (
+        name text not null primary key,
+        version integer not null check (version > 0),
+        document text not null check (json_valid(document)),
+        created_at integer not null,
+        updated_at integer not null
+      ) strict`,
+      `create table policy_versions (
+        name text not null,
+        version integer not null check (version > 0),
+        document text not null check (json_valid(document)),
+        created_at integer not null,
+        updated_at integer not null,
+        primary key (name, version)
+      ) strict`,
+      // One row counting policy writes: the fingerprint instances poll, and the lock that
+      // serialises writers.
+      `create table policy_revision (
+        id integer not null primary key check (id = 1),
+        revision integer not null
+      ) strict`,
+      'insert into policy_revision (id, revision) values (1, 0)',
+      // 'expired' is derived at read time from expires_at, never stored.
+      `create table approvals (
+        id text not null primary key,
+        agent_id text not null,
+        target text not null check (json_valid(target)),
+        request_hash text not null,
+        summary text not null check (json_valid(summary)),
+        policy text not null,
+        rule text not null,
+        status text not null check (status in ('pending', 'approved', 'rejected', 'used')),
+        created_at integer not null,
+        expires_at integer not null,
+        decided_at integer,
+        decided_by text,
+        note text,
+        used_at integer
+      ) strict`,
+      'create index approvals_created_at_id on approvals (created_at, id)',
+      'create index approvals_agent_created_at_id on approvals (agent_id, created_at, id)',
+      'create index approvals_status_created_at_id on approvals (status, created_at, id)',
+      'create index approvals_expires_at on approvals (expires_at)',
+      `create table quota_counters (
+        key text not null,
+        window_start integer not null,
+        window_end integer not null,
+        used integer not null check (used >= 0),
+        primary key (key, window_start)
+      ) strict`,
+      'create index quota_counters_window_end on quota_counters (window_end)',
+      // agent_id '' is the tool-wide value: a primary key cannot hold null, and agent ids are never empty.
+      `create table secrets (
+        name text not null,
+        agent_id text not null,
+        sealed_value text not null,
+        key_id text not null,
+        created_at integer not null,
+        rotated_at integer,
+        primary key (name, agent_id)
+      ) strict`,
+    ],
+  },
 ]
 
 /**
@@ -128,6 +196,73 @@ export const postgresMigrations: readonly Migration[] = [
         created_at bigint not null,
         retired_at bigint,
         constraint signing_keys_pkey primary key (kid)
+      )`,
+    ],
+  },
+  {
+    version: 2,
+    name: 'policies with history, approvals, quota counters, secrets',
+    statements: [
+      // Documents are json, not jsonb: stored verbatim (key order, \u0000) exactly as SQLite keeps them.
+      `create table policies (
+        name text collate "C" not null,
+        version integer not null check (version > 0),
+        document json not null,
+        created_at bigint not null,
+        updated_at bigint not null,
+        constraint policies_pkey primary key (name)
+      )`,
+      `create table policy_versions (
+        name text collate "C" not null,
+        version integer not null check (version > 0),
+        document json not null,
+        created_at bigint not null,
+        updated_at bigint not null,
+        constraint policy_versions_pkey primary key (name, version)
+      )`,
+      `create table policy_revision (
+        id integer not null check (id = 1),
+        revision bigint not null,
+        constraint policy_revision_pkey primary key (id)
+      )`,
+      'insert into policy_revision (id, revision) values (1, 0)',
+      `create table approvals (
+        id text collate "C" not null,
+        agent_id text collate "C" not null,
+        target json not null,
+        request_hash text not null,
+        summary json not null,
+        policy text not null,
+        rule text not null,
+        status text not null check (status in ('pending', 'approved', 'rejected', 'used')),
+        created_at bigint not null,
+        expires_at bigint not null,
+        decided_at bigint,
+        decided_by text,
+        note text,
+        used_at bigint,
+        constraint approvals_pkey primary key (id)
+      )`,
+      'create index approvals_created_at_id on approvals (created_at, id)',
+      'create index approvals_agent_created_at_id on approvals (agent_id, created_at, id)',
+      'create index approvals_status_created_at_id on approvals (status, created_at, id)',
+      'create index approvals_expires_at on approvals (expires_at)',
+      `create table quota_counters (
+        key text collate "C" not null,
+        window_start bigint not null,
+        window_end bigint not null,
+        used bigint not null check (used >= 0),
+        constraint quota_counters_pkey primary key (key, window_start)
+      )`,
+      'create index quota_counters_window_end on quota_counters (window_end)',
+      `create table secrets (
+        name text collate "C" not null,
+        agent_id text collate "C" not null,
+        sealed_value text not null,
+        key_id text not null,
+        created_at bigint not null,
+        rotated_at bigint,
+        constraint secrets_pkey primary key (name, agent_id)
       )`,
     ],
   },

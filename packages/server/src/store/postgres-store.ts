@@ -1,17 +1,42 @@
 /**
  * The shared Store (DESIGN §14): Postgres through porsager/postgres, so any number of gateway
- * instances see the same agents, keys, revocations and signing keys.
+ * instances see the same agents, keys, revocations, signing keys, policies, approvals, quota
+ * counters and secrets.
  */
 import postgres from 'postgres'
 import { pendingMigrations, postgresMigrations, schemaMigrationsTable } from './migrations.ts'
-import { assertDistinctKids, checkLimit, conflict, groupAgents } from './records.ts'
+import {
+  type ApprovalRow,
+  assertDistinctKids,
+  checkApprovalStatus,
+  checkCount,
+  checkExpectedVersion,
+  checkLimit,
+  checkWindow,
+  conflict,
+  groupAgents,
+  jsonText,
+  type PolicyRow,
+  policyDocumentText,
+  refusedDecision,
+  secretAgentColumn,
+  secretAgentId,
+  toApproval,
+  toPolicy,
+} from './records.ts'
 import type {
   Agent,
   AgentKey,
   AgentStore,
+  ApprovalStatus,
+  ApprovalStore,
+  PolicyStore,
   PublicJwk,
+  QuotaStore,
   Revocation,
   RevocationStore,
+  SecretRecord,
+  SecretStore,
   SigningKey,
   SigningKeyStore,
   Store,
@@ -254,6 +279,270 @@ function signingKeyStore(sql: Sql): SigningKeyStore {
   }
 }
 
+// Documents, targets and summaries are json columns, which postgres.js hands back as text: parsed
+// by toPolicy/toApproval like SQLite's, so both stores return the same values.
+const policyColumns = (q: Query) =>
+  q`name, version, document, created_at as "createdAt", updated_at as "updatedAt"`
+
+function policyStore(sql: Sql): PolicyStore {
+  return {
+    async list() {
+      const rows = await sql<PolicyRow[]>`select ${policyColumns(sql)} from policies order by name`
+      return rows.map(toPolicy)
+    },
+    async get(name) {
+      const [row] = await sql<PolicyRow[]>`select ${policyColumns(sql)} from policies where name = ${name}`
+      return row === undefined ? undefined : toPolicy(row)
+    },
+    async put(name, document, options = {}) {
+      const text = policyDocumentText(document)
+      const expected = checkExpectedVersion(options.expectedVersion)
+      const now = options.now ?? Date.now()
+      const row = await sql.begin(async (tx) => {
+        // Taking the revision row's lock first serialises every policy write across instances, so
+        // the versions read below are still the latest when the new one is written. Rolled back
+        // with everything else on a conflict.
+        await tx`update policy_revision set revision = revision + 1`
+        const [found] = await tx<{ version: number; createdAt: number }[]>`
+          select version, created_at as "createdAt" from policies where name = ${name}`
+        const version = found?.version ?? 0
+        if (expected !== undefined && expected !== version)
+          throw conflict.policyVersion(name, expected, version)
+        const [last] = await tx<{ version: number }[]>`
+          select coalesce(max(version), 0)::integer as version from policy_versions where name = ${name}`
+        const next: PolicyRow = {
+          name,
+          version: (last?.version ?? 0) + 1,
+          document: text,
+          createdAt: found?.createdAt ?? now,
+          updatedAt: now,
+        }
+        await tx`
+          insert into policy_versions (name, version, document, created_at, updated_at)
+          values (${name}, ${next.version}, ${text}::json, ${next.createdAt}, ${now})`
+        await tx`
+          insert into policies (name, version, document, created_at, updated_at)
+          values (${name}, ${next.version}, ${text}::json, ${next.createdAt}, ${now})
+          on conflict (name) do update set
+            version = excluded.version, document = excluded.document, updated_at = excluded.updated_at`
+        return next
+      })
+      return toPolicy(row)
+    },
+    async delete(name) {
+      return sql.begin(async (tx) => {
+        // The revision row is locked before the policy row, in the order put takes them, so a
+        // delete and a put of one name cannot deadlock.
+        await tx`select revision from policy_revision for update`
+        const { count } = await tx`delete from policies where name = ${name}`
+        if (count > 0) await tx`update policy_revision set revision = revision + 1`
+        return count > 0
+      })
+    },
+    async history(name, options = {}) {
+      const rows = await sql<PolicyRow[]>`
+        select ${policyColumns(sql)} from policy_versions where name = ${name}
+        order by version desc limit ${checkLimit(options.limit) ?? null}`
+      return rows.map(toPolicy)
+    },
+    async fingerprint() {
+      const [row] = await sql<{ revision: number }[]>`select revision from policy_revision`
+      return String(row?.revision ?? 0)
+    },
+  }
+}
+
+const approvalColumns = (q: Query) =>
+  q`id, agent_id as "agentId", target, request_hash as "requestHash", summary, policy, rule, status,
+    created_at as "createdAt", expires_at as "expiresAt", decided_at as "decidedAt", decided_by as "decidedBy",
+    note, used_at as "usedAt"`
+
+/** The condition selecting approvals whose status reads `status` at `now`. */
+function statusIs(q: Query, status: ApprovalStatus, now: number): postgres.Fragment {
+  if (status === 'expired') return q`status in ('pending', 'approved') and expires_at <= ${now}`
+  if (status === 'pending' || status === 'approved') return q`status = ${status} and expires_at > ${now}`
+  return q`status = ${status}`
+}
+
+function approvalStore(sql: Sql): ApprovalStore {
+  const get = async (id: string, now: number) => {
+    const [row] = await sql<ApprovalRow[]>`select ${approvalColumns(sql)} from approvals where id = ${id}`
+    return row === undefined ? undefined : toApproval(row, now)
+  }
+  return {
+    async create(approval) {
+      const target = jsonText(approval.target, 'the approval target')
+      const summary = jsonText(approval.summary, 'the approval summary')
+      try {
+        const [row] = await sql<ApprovalRow[]>`
+          insert into approvals (id, agent_id, target, request_hash, summary, policy, rule, status, created_at,
+            expires_at)
+          values (${approval.id}, ${approval.agentId}, ${target}::json, ${approval.requestHash},
+            ${summary}::json, ${approval.policy}, ${approval.rule}, 'pending', ${approval.createdAt},
+            ${approval.expiresAt})
+          returning ${approvalColumns(sql)}`
+        return toApproval(row!, approval.createdAt)
+      } catch (err) {
+        throw uniqueViolation(err) === 'approvals_pkey' ? conflict.approvalId(approval.id) : err
+      }
+    },
+    get(id, now = Date.now()) {
+      return get(id, now)
+    },
+    async list(options = {}) {
+      const now = options.now ?? Date.now()
+      const status = checkApprovalStatus(options.status)
+      const limit = checkLimit(options.limit) ?? null
+      // Each filter is its own fragment rather than `$n is null or ...`, so every combination is a
+      // statement whose plan can use the matching index.
+      const filters: postgres.Fragment[] = []
+      if (options.agentId !== undefined) filters.push(sql`agent_id = ${options.agentId}`)
+      if (status !== undefined) filters.push(statusIs(sql, status, now))
+      if (options.after !== undefined)
+        filters.push(
+          sql`(created_at, id) < (select created_at, id from approvals where id = ${options.after})`,
+        )
+      const where = filters.reduce((all, filter) => sql`${all} and ${filter}`, sql`true`)
+      const rows = await sql<ApprovalRow[]>`
+        select ${approvalColumns(sql)} from approvals where ${where}
+        order by created_at desc, id desc limit ${limit}`
+      return rows.map((row) => toApproval(row, now))
+    },
+    async decide(id, decision, options) {
+      const now = options.now ?? Date.now()
+      const [row] = await sql<ApprovalRow[]>`
+        update approvals set status = ${decision}, decided_at = ${now}, decided_by = ${options.by},
+          note = ${options.note ?? null}
+        where id = ${id} and status = 'pending' and expires_at > ${now}
+        returning ${approvalColumns(sql)}`
+      if (row !== undefined) return { outcome: 'decided', approval: toApproval(row, now) }
+      return refusedDecision(await get(id, now))
+    },
+    async consume(id, now) {
+      // One conditional update: of racing callers, the row lock lets exactly one see 'approved'.
+      const { count } = await sql`
+        update approvals set status = 'used', used_at = ${now}
+        where id = ${id} and status = 'approved' and expires_at > ${now}`
+      return count > 0
+    },
+    async prune(before) {
+      const { count } = await sql`delete from approvals where expires_at < ${before}`
+      return count
+    },
+  }
+}
+
+function quotaStore(sql: Sql): QuotaStore {
+  const read = async (key: string, windowStart: number): Promise<number> => {
+    const [row] = await sql<{ used: number }[]>`
+      select used from quota_counters where key = ${key} and window_start = ${windowStart}`
+    return row?.used ?? 0
+  }
+  return {
+    async consume(key, options) {
+      checkWindow(options)
+      const limit = checkCount(options.limit, 'limit')
+      const cost = checkCount(options.cost ?? 1, 'cost')
+      const { windowStart, windowEnd } = options
+      // The insert path has no where clause: a first call costing more than the limit must not
+      // create a window already over it.
+      if (cost > limit) return { allowed: false, used: await read(key, windowStart) }
+      // One statement: the conflicting row is locked and re-checked against its latest count, so
+      // instances racing on one key never admit more than the limit between them.
+      const [row] = await sql<{ used: number }[]>`
+        insert into quota_counters (key, window_start, window_end, used)
+        values (${key}, ${windowStart}, ${windowEnd}, ${cost})
+        on conflict (key, window_start) do update set used = quota_counters.used + excluded.used
+          where quota_counters.used + excluded.used <= ${limit}
+        returning used`
+      return row === undefined
+        ? { allowed: false, used: await read(key, windowStart) }
+        : { allowed: true, used: row.used }
+    },
+    async add(key, amount, window) {
+      checkWindow(window)
+      checkCount(amount, 'amount')
+      const [row] = await sql<{ used: number }[]>`
+        insert into quota_counters (key, window_start, window_end, used)
+        values (${key}, ${window.windowStart}, ${window.windowEnd}, ${amount})
+        on conflict (key, window_start) do update set used = quota_counters.used + excluded.used
+        returning used`
+      return row!.used
+    },
+    get(key, windowStart) {
+      return read(key, windowStart)
+    },
+    async prune(now) {
+      const { count } = await sql`delete from quota_counters where window_end <= ${now}`
+      return count
+    },
+  }
+}
+
+interface SecretRow extends Omit<SecretRecord, 'agentId'> {
+  agentId: string
+}
+
+const secretColumns = (q: Query) =>
+  q`name, agent_id as "agentId", sealed_value as "sealedValue", key_id as "keyId",
+    created_at as "createdAt", rotated_at as "rotatedAt"`
+
+function toSecret(row: SecretRow): SecretRecord {
+  return {
+    name: row.name,
+    agentId: secretAgentId(row.agentId),
+    sealedValue: row.sealedValue,
+    keyId: row.keyId,
+    createdAt: row.createdAt,
+    rotatedAt: row.rotatedAt,
+  }
+}
+
+function secretStore(sql: Sql): SecretStore {
+  const all = async () => {
+    const rows = await sql<SecretRow[]>`select ${secretColumns(sql)} from secrets order by name, agent_id`
+    return rows.map(toSecret)
+  }
+  return {
+    async put(secret, now = Date.now()) {
+      const [row] = await sql<SecretRow[]>`
+        insert into secrets (name, agent_id, sealed_value, key_id, created_at, rotated_at)
+        values (${secret.name}, ${secretAgentColumn(secret.agentId)}, ${secret.sealedValue}, ${secret.keyId},
+          ${now}, null)
+        on conflict (name, agent_id) do update set
+          sealed_value = excluded.sealed_value, key_id = excluded.key_id, rotated_at = ${now}
+        returning ${secretColumns(sql)}`
+      return toSecret(row!)
+    },
+    async get(name, agentId) {
+      const [row] = await sql<SecretRow[]>`
+        select ${secretColumns(sql)} from secrets where name = ${name} and agent_id = ${secretAgentColumn(agentId)}`
+      return row === undefined ? undefined : toSecret(row)
+    },
+    async list() {
+      return (await all()).map(({ sealedValue: _, ...metadata }) => metadata)
+    },
+    async delete(name, agentId) {
+      const { count } = await sql`
+        delete from secrets where name = ${name} and agent_id = ${secretAgentColumn(agentId)}`
+      return count > 0
+    },
+    all,
+    async reseal(changes) {
+      const rows = changes.map((change) => ({ ...change, column: secretAgentColumn(change.agentId) }))
+      await sql.begin(async (tx) => {
+        for (const change of rows) {
+          const { count } = await tx`
+            update secrets set sealed_value = ${change.sealedValue}, key_id = ${change.keyId}
+            where name = ${change.name} and agent_id = ${change.column}
+              and sealed_value = ${change.previousSealedValue}`
+          if (count === 0) throw conflict.secretChanged(change.name, change.agentId)
+        }
+      })
+    },
+  }
+}
+
 /**
  * Connects to Postgres at `url` and brings the schema up to date. With `schema`, the tables live
  * in that schema (created if missing) and every pooled connection uses it as its search_path.
@@ -289,6 +578,10 @@ export async function openPostgresStore(
     agents: agentStore(sql),
     revocations: revocationStore(sql),
     signingKeys: signingKeyStore(sql),
+    policies: policyStore(sql),
+    approvals: approvalStore(sql),
+    quotas: quotaStore(sql),
+    secrets: secretStore(sql),
     async ping() {
       try {
         await sql`select 1`

@@ -7,16 +7,39 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { pendingMigrations, schemaMigrationsTable, sqliteMigrations } from './migrations.ts'
-import { assertDistinctKids, checkLimit, conflict, groupAgents } from './records.ts'
+import {
+  type ApprovalRow,
+  assertDistinctKids,
+  checkApprovalStatus,
+  checkCount,
+  checkExpectedVersion,
+  checkLimit,
+  checkWindow,
+  conflict,
+  groupAgents,
+  jsonText,
+  type PolicyRow,
+  policyDocumentText,
+  refusedDecision,
+  secretAgentColumn,
+  secretAgentId,
+  toApproval,
+  toPolicy,
+} from './records.ts'
 import type {
   Agent,
   AgentKey,
   AgentPatch,
   AgentStore,
+  ApprovalStore,
   NewAgent,
+  PolicyStore,
   PublicJwk,
+  QuotaStore,
   Revocation,
   RevocationStore,
+  SecretRecord,
+  SecretStore,
   SigningKey,
   SigningKeyStore,
   Store,
@@ -323,6 +346,308 @@ function signingKeyStore(db: Database.Database): SigningKeyStore {
   }
 }
 
+function policyStore(db: Database.Database): PolicyStore {
+  const columns = 'name, version, document, created_at as createdAt, updated_at as updatedAt'
+  const list = db.prepare<[], PolicyRow>(`select ${columns} from policies order by name`)
+  const current = db.prepare<[string], PolicyRow>(`select ${columns} from policies where name = ?`)
+  const lastVersion = db
+    .prepare<[string], number>('select coalesce(max(version), 0) from policy_versions where name = ?')
+    .pluck()
+  const insertVersion = db.prepare<PolicyRow>(
+    `insert into policy_versions (name, version, document, created_at, updated_at)
+     values (@name, @version, @document, @createdAt, @updatedAt)`,
+  )
+  const upsertCurrent = db.prepare<PolicyRow>(
+    `insert into policies (name, version, document, created_at, updated_at)
+     values (@name, @version, @document, @createdAt, @updatedAt)
+     on conflict (name) do update set
+       version = excluded.version, document = excluded.document, updated_at = excluded.updated_at`,
+  )
+  const deleteCurrent = db.prepare<[string]>('delete from policies where name = ?')
+  const bump = db.prepare('update policy_revision set revision = revision + 1')
+  const revision = db.prepare<[], number>('select revision from policy_revision').pluck()
+  const history = db.prepare<{ name: string; limit: number }, PolicyRow>(
+    `select ${columns} from policy_versions where name = @name order by version desc limit @limit`,
+  )
+
+  // IMMEDIATE: another process writing the same file waits for the lock instead of failing with
+  // SQLITE_BUSY when this read-then-write transaction upgrades.
+  const put = db.transaction(
+    (name: string, document: string, expectedVersion: number | undefined, now: number): PolicyRow => {
+      const found = current.get(name)
+      const version = found?.version ?? 0
+      if (expectedVersion !== undefined && expectedVersion !== version)
+        throw conflict.policyVersion(name, expectedVersion, version)
+      const row: PolicyRow = {
+        name,
+        version: lastVersion.get(name)! + 1,
+        document,
+        createdAt: found?.createdAt ?? now,
+        updatedAt: now,
+      }
+      insertVersion.run(row)
+      upsertCurrent.run(row)
+      bump.run()
+      return row
+    },
+  )
+  const remove = db.transaction((name: string): boolean => {
+    if (deleteCurrent.run(name).changes === 0) return false
+    bump.run()
+    return true
+  })
+
+  return {
+    async list() {
+      return list.all().map(toPolicy)
+    },
+    async get(name) {
+      const row = current.get(name)
+      return row === undefined ? undefined : toPolicy(row)
+    },
+    async put(name, document, options = {}) {
+      const text = policyDocumentText(document)
+      const expected = checkExpectedVersion(options.expectedVersion)
+      return toPolicy(put.immediate(name, text, expected, options.now ?? Date.now()))
+    },
+    async delete(name) {
+      return remove.immediate(name)
+    },
+    async history(name, options = {}) {
+      return history.all({ name, limit: checkLimit(options.limit) ?? -1 }).map(toPolicy)
+    },
+    async fingerprint() {
+      return String(revision.get())
+    },
+  }
+}
+
+function approvalStore(db: Database.Database): ApprovalStore {
+  const columns = `id, agent_id as agentId, target, request_hash as requestHash, summary, policy, rule, status,
+    created_at as createdAt, expires_at as expiresAt, decided_at as decidedAt, decided_by as decidedBy, note,
+    used_at as usedAt`
+  const insert = db.prepare<ApprovalRow>(
+    `insert into approvals (id, agent_id, target, request_hash, summary, policy, rule, status, created_at,
+       expires_at, decided_at, decided_by, note, used_at)
+     values (@id, @agentId, @target, @requestHash, @summary, @policy, @rule, @status, @createdAt,
+       @expiresAt, @decidedAt, @decidedBy, @note, @usedAt)`,
+  )
+  const byId = db.prepare<[string], ApprovalRow>(`select ${columns} from approvals where id = ?`)
+  // The status filter reads statuses as of @now: 'expired' is pending or approved past expires_at.
+  const page = db.prepare<
+    { status: string | null; agentId: string | null; after: string | null; limit: number; now: number },
+    ApprovalRow
+  >(
+    `select ${columns} from approvals
+     where (@agentId is null or agent_id = @agentId)
+       and (@after is null or (created_at, id) < (select created_at, id from approvals where id = @after))
+       and (@status is null
+         or (@status = 'expired' and status in ('pending', 'approved') and expires_at <= @now)
+         or (@status in ('pending', 'approved') and status = @status and expires_at > @now)
+         or (@status in ('rejected', 'used') and status = @status))
+     order by created_at desc, id desc limit @limit`,
+  )
+  const decide = db.prepare<{ id: string; status: string; by: string; note: string | null; now: number }>(
+    `update approvals set status = @status, decided_at = @now, decided_by = @by, note = @note
+     where id = @id and status = 'pending' and expires_at > @now`,
+  )
+  const consume = db.prepare<{ id: string; now: number }>(
+    `update approvals set status = 'used', used_at = @now
+     where id = @id and status = 'approved' and expires_at > @now`,
+  )
+  const prune = db.prepare<[number]>('delete from approvals where expires_at < ?')
+
+  const get = (id: string, now: number) => {
+    const row = byId.get(id)
+    return row === undefined ? undefined : toApproval(row, now)
+  }
+
+  return {
+    async create(approval) {
+      const row: ApprovalRow = {
+        id: approval.id,
+        agentId: approval.agentId,
+        target: jsonText(approval.target, 'the approval target'),
+        requestHash: approval.requestHash,
+        summary: jsonText(approval.summary, 'the approval summary'),
+        policy: approval.policy,
+        rule: approval.rule,
+        status: 'pending',
+        createdAt: approval.createdAt,
+        expiresAt: approval.expiresAt,
+        decidedAt: null,
+        decidedBy: null,
+        note: null,
+        usedAt: null,
+      }
+      try {
+        insert.run(row)
+      } catch (err) {
+        throw uniqueViolation(err) === undefined ? err : conflict.approvalId(approval.id)
+      }
+      return toApproval(row, approval.createdAt)
+    },
+    async get(id, now = Date.now()) {
+      return get(id, now)
+    },
+    async list(options = {}) {
+      const now = options.now ?? Date.now()
+      return page
+        .all({
+          status: checkApprovalStatus(options.status) ?? null,
+          agentId: options.agentId ?? null,
+          after: options.after ?? null,
+          limit: checkLimit(options.limit) ?? -1,
+          now,
+        })
+        .map((row) => toApproval(row, now))
+    },
+    async decide(id, decision, options) {
+      const now = options.now ?? Date.now()
+      const { changes } = decide.run({
+        id,
+        status: decision,
+        by: options.by,
+        note: options.note ?? null,
+        now,
+      })
+      const approval = get(id, now)
+      return changes > 0 ? { outcome: 'decided', approval: approval! } : refusedDecision(approval)
+    },
+    async consume(id, now) {
+      return consume.run({ id, now }).changes > 0
+    },
+    async prune(before) {
+      return prune.run(before).changes
+    },
+  }
+}
+
+function quotaStore(db: Database.Database): QuotaStore {
+  // A refused upsert (the where clause is false) returns no row and changes nothing.
+  const consume = db
+    .prepare<{ key: string; windowStart: number; windowEnd: number; cost: number; limit: number }, number>(
+      `insert into quota_counters (key, window_start, window_end, used)
+     values (@key, @windowStart, @windowEnd, @cost)
+     on conflict (key, window_start) do update set used = used + excluded.used
+       where used + excluded.used <= @limit
+     returning used`,
+    )
+    .pluck()
+  const add = db
+    .prepare<{ key: string; windowStart: number; windowEnd: number; amount: number }, number>(
+      `insert into quota_counters (key, window_start, window_end, used)
+     values (@key, @windowStart, @windowEnd, @amount)
+     on conflict (key, window_start) do update set used = used + excluded.used
+     returning used`,
+    )
+    .pluck()
+  const get = db
+    .prepare<{ key: string; windowStart: number }, number>(
+      'select used from quota_counters where key = @key and window_start = @windowStart',
+    )
+    .pluck()
+  const prune = db.prepare<[number]>('delete from quota_counters where window_end <= ?')
+  const read = (key: string, windowStart: number) => get.get({ key, windowStart }) ?? 0
+
+  return {
+    async consume(key, options) {
+      checkWindow(options)
+      const limit = checkCount(options.limit, 'limit')
+      const cost = checkCount(options.cost ?? 1, 'cost')
+      const { windowStart, windowEnd } = options
+      // Checked here because the insert path has no where clause: a first call costing more than
+      // the limit must not create a window already over it.
+      const used = cost <= limit ? consume.get({ key, windowStart, windowEnd, cost, limit }) : undefined
+      return used === undefined ? { allowed: false, used: read(key, windowStart) } : { allowed: true, used }
+    },
+    async add(key, amount, window) {
+      checkWindow(window)
+      checkCount(amount, 'amount')
+      return add.get({ key, windowStart: window.windowStart, windowEnd: window.windowEnd, amount })!
+    },
+    async get(key, windowStart) {
+      return read(key, windowStart)
+    },
+    async prune(now) {
+      return prune.run(now).changes
+    },
+  }
+}
+
+interface SecretRow extends Omit<SecretRecord, 'agentId'> {
+  agentId: string
+}
+
+function toSecret(row: SecretRow): SecretRecord {
+  return { ...row, agentId: secretAgentId(row.agentId) }
+}
+
+function secretStore(db: Database.Database): SecretStore {
+  const columns = `name, agent_id as agentId, sealed_value as sealedValue, key_id as keyId,
+    created_at as createdAt, rotated_at as rotatedAt`
+  const upsert = db.prepare<
+    { name: string; agentId: string; sealedValue: string; keyId: string; now: number },
+    SecretRow
+  >(
+    `insert into secrets (name, agent_id, sealed_value, key_id, created_at, rotated_at)
+     values (@name, @agentId, @sealedValue, @keyId, @now, null)
+     on conflict (name, agent_id) do update set
+       sealed_value = excluded.sealed_value, key_id = excluded.key_id, rotated_at = @now
+     returning ${columns}`,
+  )
+  const get = db.prepare<{ name: string; agentId: string }, SecretRow>(
+    `select ${columns} from secrets where name = @name and agent_id = @agentId`,
+  )
+  const all = db.prepare<[], SecretRow>(`select ${columns} from secrets order by name, agent_id`)
+  const remove = db.prepare<{ name: string; agentId: string }>(
+    'delete from secrets where name = @name and agent_id = @agentId',
+  )
+  const reseal = db.prepare<{
+    name: string
+    agentId: string
+    previousSealedValue: string
+    sealedValue: string
+    keyId: string
+  }>(
+    `update secrets set sealed_value = @sealedValue, key_id = @keyId
+     where name = @name and agent_id = @agentId and sealed_value = @previousSealedValue`,
+  )
+  const resealAll = db.transaction((changes: Parameters<SecretStore['reseal']>[0]) => {
+    for (const change of changes) {
+      const { name, agentId, previousSealedValue, sealedValue, keyId } = change
+      const column = secretAgentColumn(agentId)
+      if (reseal.run({ name, agentId: column, previousSealedValue, sealedValue, keyId }).changes === 0)
+        throw conflict.secretChanged(name, agentId)
+    }
+  })
+
+  return {
+    async put(secret, now = Date.now()) {
+      const { name, sealedValue, keyId } = secret
+      return toSecret(
+        upsert.get({ name, agentId: secretAgentColumn(secret.agentId), sealedValue, keyId, now })!,
+      )
+    },
+    async get(name, agentId) {
+      const row = get.get({ name, agentId: secretAgentColumn(agentId) })
+      return row === undefined ? undefined : toSecret(row)
+    },
+    async list() {
+      return all.all().map(({ sealedValue: _, ...row }) => ({ ...row, agentId: secretAgentId(row.agentId) }))
+    },
+    async delete(name, agentId) {
+      return remove.run({ name, agentId: secretAgentColumn(agentId) }).changes > 0
+    },
+    async all() {
+      return all.all().map(toSecret)
+    },
+    async reseal(changes) {
+      resealAll.immediate(changes)
+    },
+  }
+}
+
 /**
  * Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
  * `':memory:'` gives a private in-memory database. Throws SchemaTooNewError when the file was
@@ -343,6 +668,10 @@ export function openSqliteStore(path: string): Store {
       agents: agentStore(db),
       revocations: revocationStore(db),
       signingKeys: signingKeyStore(db),
+      policies: policyStore(db),
+      approvals: approvalStore(db),
+      quotas: quotaStore(db),
+      secrets: secretStore(db),
       async ping() {
         try {
           return ping.get() === 1

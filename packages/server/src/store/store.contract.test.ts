@@ -8,10 +8,15 @@ import { after, before, beforeEach, describe, it } from 'node:test'
 import Database from 'better-sqlite3'
 import postgres from 'postgres'
 import { requireService, serviceUrls } from '../../../../test/support/services.ts'
-import { postgresMigrations, SchemaTooNewError, sqliteMigrations } from './migrations.ts'
-import { openStore } from './open-store.ts'
+import {
+  postgresMigrations,
+  SchemaTooNewError,
+  schemaMigrationsTable,
+  sqliteMigrations,
+} from './migrations.ts'
 import { openPostgresStore } from './postgres-store.ts'
 import { openSqliteStore } from './sqlite-store.ts'
+import { type Backend, postgresBackend, sqliteBackend } from './test-helpers.ts'
 import {
   type AgentKey,
   type NewAgent,
@@ -20,72 +25,6 @@ import {
   type Store,
   StoreConflictError,
 } from './types.ts'
-
-/** One database the contract runs against, with a side door for what the Store does not expose. */
-interface Backend {
-  kind: 'sqlite' | 'postgres'
-  /** False when the database is not available here (the suite then skips). */
-  setUp(): Promise<boolean>
-  /** Opens a Store on the same database every time. */
-  open(): Promise<Store>
-  /** Runs SQL directly against that database, bypassing the Store. */
-  query(statement: string): Promise<Record<string, unknown>[]>
-  tearDown(): Promise<void>
-}
-
-function sqliteBackend(): Backend {
-  let dir = ''
-  let path = ''
-  let raw: Database.Database | undefined
-  return {
-    kind: 'sqlite',
-    async setUp() {
-      dir = await mkdtemp(join(tmpdir(), 'runr-store-'))
-      // A directory that does not exist yet: opening must create it.
-      path = join(dir, 'nested', 'gateway.db')
-      return true
-    },
-    open: async () => openStore({ kind: 'sqlite', path }),
-    async query(statement) {
-      raw ??= new Database(path)
-      const prepared = raw.prepare(statement)
-      if (prepared.reader) return prepared.all() as Record<string, unknown>[]
-      prepared.run()
-      return []
-    },
-    async tearDown() {
-      raw?.close()
-      if (dir !== '') await rm(dir, { recursive: true, force: true })
-    },
-  }
-}
-
-function postgresBackend(): Backend {
-  const url = serviceUrls.postgres
-  const schema = `runr_test_${randomBytes(6).toString('hex')}`
-  let raw: postgres.Sql | undefined
-  return {
-    kind: 'postgres',
-    async setUp() {
-      if (!(await requireService('postgres', url))) return false
-      raw = postgres(url, { max: 1, onnotice: () => {} })
-      return true
-    },
-    open: () => openStore({ kind: 'postgres', url }, { postgresSchema: schema }),
-    async query(statement) {
-      // One simple-protocol round trip, so the search_path holds for the statement after it.
-      const results = (await raw!.unsafe(`set search_path to "${schema}"; ${statement}`)) as unknown as Array<
-        Record<string, unknown>[]
-      >
-      return Array.from(results[1] ?? [])
-    },
-    async tearDown() {
-      if (raw === undefined) return
-      await raw.unsafe(`drop schema if exists "${schema}" cascade`)
-      await raw.end()
-    },
-  }
-}
 
 const jwk = (x: string) => ({ kty: 'OKP', crv: 'Ed25519', x }) as const
 
@@ -625,5 +564,73 @@ describe('migrations', () => {
       postgresMigrations.map((migration) => migration.version),
       versions,
     )
+  })
+})
+
+describe('a database made by the first release', () => {
+  const v1 = { sqlite: sqliteMigrations[0]!, postgres: postgresMigrations[0]! }
+  const agentRow = `insert into agents (id, name, labels, roles, status, require_dpop, source, created_at, updated_at)
+    values ('a1', 'old', '{}', '[]', 'active', false, 'api', 1000, 1000)`
+
+  it('gains the later tables when a SQLite file at version 1 is opened, keeping its agents', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'runr-store-'))
+    try {
+      const path = join(dir, 'gateway.db')
+      const db = new Database(path)
+      db.exec(schemaMigrationsTable.sqlite)
+      for (const statement of v1.sqlite.statements) db.exec(statement)
+      db.exec('insert into schema_migrations (version, applied_at) values (1, 0)')
+      db.exec(agentRow.replace('false', '0'))
+      db.close()
+
+      const store = openSqliteStore(path)
+      try {
+        assert.equal((await store.agents.get('a1'))?.name, 'old')
+        assert.equal((await store.policies.put('p', { rules: [] })).version, 1)
+      } finally {
+        await store.close()
+      }
+      const check = new Database(path, { readonly: true })
+      const versions = check.prepare('select version from schema_migrations order by version').pluck().all()
+      check.close()
+      assert.deepEqual(
+        versions,
+        sqliteMigrations.map((migration) => migration.version),
+      )
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('gains the later tables when a Postgres schema at version 1 is opened, keeping its agents', async (t) => {
+    const url = serviceUrls.postgres
+    if (!(await requireService('postgres', url))) return t.skip('postgres not running')
+    const schema = `runr_test_${randomBytes(6).toString('hex')}`
+    const raw = postgres(url, { max: 1, onnotice: () => {} })
+    try {
+      await raw.begin(async (tx) => {
+        await tx.unsafe(`create schema "${schema}"`)
+        await tx.unsafe(`set local search_path to "${schema}"`)
+        await tx.unsafe(schemaMigrationsTable.postgres)
+        for (const statement of v1.postgres.statements) await tx.unsafe(statement)
+        await tx.unsafe('insert into schema_migrations (version, applied_at) values (1, 0)')
+        await tx.unsafe(agentRow)
+      })
+      const store = await openPostgresStore(url, { schema, max: 1 })
+      try {
+        assert.equal((await store.agents.get('a1'))?.name, 'old')
+        assert.equal((await store.policies.put('p', { rules: [] })).version, 1)
+      } finally {
+        await store.close()
+      }
+      const rows = await raw.unsafe(`select version from "${schema}".schema_migrations order by version`)
+      assert.deepEqual(
+        rows.map((row) => row['version']),
+        postgresMigrations.map((migration) => migration.version),
+      )
+    } finally {
+      await raw.unsafe(`drop schema if exists "${schema}" cascade`)
+      await raw.end()
+    }
   })
 })
