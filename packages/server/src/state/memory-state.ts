@@ -1,3 +1,5 @@
+import { checkCount, checkDuration } from './arguments.ts'
+import { createExpiringTable } from './expiring-table.ts'
 import { SharedStateError, type StateErrorReporter } from './state-error.ts'
 import type { SharedState, Unsubscribe } from './types.ts'
 
@@ -7,41 +9,39 @@ export interface MemoryStateOptions {
    * made room for by forgetting a live one: a forgotten `jti` could be replayed.
    */
   maxClaims?: number
+  /**
+   * Most counters (increments and quotas together) kept at once (default 1,000,000). Past it a new
+   * counter is refused (state_full), never made room for by forgetting a live one, which would let
+   * a quota or loop guard start over.
+   */
+  maxCounters?: number
   /** Milliseconds since the epoch; tests pass a fake clock. */
   now?: () => number
   /** Receives what a subscriber throws (default: ignored). */
   onError?: StateErrorReporter
 }
 
-const defaultMaxClaims = 1_000_000
+const defaultMaxEntries = 1_000_000
 const sweepEveryMs = 10_000
-// A table full of live claims can only be relieved by a sweep, and a sweep walks every entry; so
-// when full, sweep at most this often, or an attacker holding the table full buys one O(n) walk
-// per request.
-const fullSweepEveryMs = 1_000
 
-/** SharedState for a single gateway process: claims in a Map, pub/sub delivered in-process. */
+/**
+ * SharedState for a single gateway process: claims and counters in bounded Maps whose expired
+ * entries are swept, pub/sub delivered in-process.
+ */
 export function createMemoryState(options: MemoryStateOptions = {}): SharedState {
-  const maxClaims = options.maxClaims ?? defaultMaxClaims
   const now = options.now ?? Date.now
   const onError = options.onError ?? (() => {})
-  const claims = new Map<string, number>()
+  const claims = createExpiringTable(options.maxClaims ?? defaultMaxEntries, 'claims')
+  // Increments under `c:`, quotas under `q:`: one bound for both, two namespaces as in Redis.
+  const counters = createExpiringTable(options.maxCounters ?? defaultMaxEntries, 'counters')
   const channels = new Map<string, Set<(message: string) => void>>()
   let closed = false
-  // A lower bound on every expiry in `claims`: until then a sweep cannot free anything.
-  let earliestExpiry = Number.POSITIVE_INFINITY
-  let lastFullSweep = Number.NEGATIVE_INFINITY
 
-  function sweep(at: number): void {
-    let earliest = Number.POSITIVE_INFINITY
-    for (const [key, expiry] of claims) {
-      if (expiry <= at) claims.delete(key)
-      else if (expiry < earliest) earliest = expiry
-    }
-    earliestExpiry = earliest
-  }
-
-  const sweeper = setInterval(() => sweep(now()), sweepEveryMs)
+  const sweeper = setInterval(() => {
+    const at = now()
+    claims.sweep(at)
+    counters.sweep(at)
+  }, sweepEveryMs)
   // Sweeping is housekeeping; it must not keep a process alive that is otherwise done.
   sweeper.unref()
 
@@ -54,23 +54,56 @@ export function createMemoryState(options: MemoryStateOptions = {}): SharedState
 
     async claimOnce(key, ttlMs) {
       refuseWhenClosed()
-      if (!(ttlMs > 0) || !Number.isFinite(ttlMs)) throw new RangeError(`ttlMs must be > 0, got ${ttlMs}`)
+      checkDuration(ttlMs, 'ttlMs')
       const at = now()
-      const expiry = claims.get(key)
-      if (expiry !== undefined && expiry > at) return false
-      if (expiry === undefined && claims.size >= maxClaims) {
-        if (at >= earliestExpiry && at - lastFullSweep >= fullSweepEveryMs) {
-          lastFullSweep = at
-          sweep(at)
-        }
-        if (claims.size >= maxClaims) {
-          throw new SharedStateError('state_full', `shared state holds ${maxClaims} live claims`)
-        }
-      }
-      const until = at + ttlMs
-      claims.set(key, until)
-      if (until < earliestExpiry) earliestExpiry = until
+      if (claims.live(key, at) !== undefined) return false
+      claims.insert(key, 1, at + ttlMs, at)
       return true
+    },
+
+    async increment(key, windowMs) {
+      refuseWhenClosed()
+      checkDuration(windowMs, 'windowMs')
+      const at = now()
+      const entry = counters.live(`c:${key}`, at)
+      if (entry !== undefined) return ++entry.value
+      counters.insert(`c:${key}`, 1, at + windowMs, at)
+      return 1
+    },
+
+    async consumeQuota(key, quota) {
+      refuseWhenClosed()
+      const limit = checkCount(quota.limit, 'limit')
+      const cost = checkCount(quota.cost ?? 1, 'cost')
+      checkDuration(quota.ttlMs, 'ttlMs')
+      const at = now()
+      const entry = counters.live(`q:${key}`, at)
+      const used = entry?.value ?? 0
+      if (used + cost > limit) return { allowed: false, used }
+      if (cost === 0) return { allowed: true, used }
+      if (entry === undefined) counters.insert(`q:${key}`, cost, at + quota.ttlMs, at)
+      else entry.value += cost
+      return { allowed: true, used: used + cost }
+    },
+
+    async addQuota(key, amount, ttlMs) {
+      refuseWhenClosed()
+      checkCount(amount, 'amount')
+      checkDuration(ttlMs, 'ttlMs')
+      const at = now()
+      const entry = counters.live(`q:${key}`, at)
+      if (entry !== undefined) {
+        entry.value += amount
+        return entry.value
+      }
+      if (amount === 0) return 0
+      counters.insert(`q:${key}`, amount, at + ttlMs, at)
+      return amount
+    },
+
+    async getQuota(key) {
+      refuseWhenClosed()
+      return counters.live(`q:${key}`, now())?.value ?? 0
     },
 
     async publish(channel, message) {
@@ -120,6 +153,7 @@ export function createMemoryState(options: MemoryStateOptions = {}): SharedState
       closed = true
       clearInterval(sweeper)
       claims.clear()
+      counters.clear()
       channels.clear()
     },
   }

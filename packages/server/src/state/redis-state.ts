@@ -1,4 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis'
+import { checkCount, checkDuration } from './arguments.ts'
 import { SharedStateError, type StateErrorReporter } from './state-error.ts'
 import type { SharedState, Unsubscribe } from './types.ts'
 
@@ -21,6 +22,36 @@ export interface RedisStateOptions {
 // must not wait on a Redis that is gone.
 const commandTimeoutMs = 2_000
 const connectTimeoutMs = 5_000
+
+// Counters are created with their expiry (SET NX PX) before they count, inside one script, so no
+// counter ever lives without one, whichever instance made it. Amounts go to INCRBY as the strings
+// they arrived as: Lua would print a large number as 1e+15, which INCRBY refuses.
+const scripts = {
+  /** KEYS[1] counter; ARGV window ms. The count after this event. */
+  runrIncrement: `
+redis.call('SET', KEYS[1], 0, 'PX', ARGV[1], 'NX')
+return redis.call('INCR', KEYS[1])`,
+  /** KEYS[1] counter; ARGV limit, cost, ttl ms. {1 admitted | 0 refused, count after}. */
+  runrConsumeQuota: `
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local cost = tonumber(ARGV[2])
+if used + cost > tonumber(ARGV[1]) then return {0, used} end
+if cost == 0 then return {1, used} end
+redis.call('SET', KEYS[1], 0, 'PX', ARGV[3], 'NX')
+return {1, redis.call('INCRBY', KEYS[1], ARGV[2])}`,
+  /** KEYS[1] counter; ARGV amount, ttl ms. The count after. */
+  runrAddQuota: `
+if tonumber(ARGV[1]) == 0 then return tonumber(redis.call('GET', KEYS[1]) or '0') end
+redis.call('SET', KEYS[1], 0, 'PX', ARGV[2], 'NX')
+return redis.call('INCRBY', KEYS[1], ARGV[1])`,
+} as const
+
+/** The scripts as ioredis defines them: EVALSHA, falling back to EVAL once after a NOSCRIPT. */
+interface ScriptCommands {
+  runrIncrement(key: string, windowMs: number): Promise<number>
+  runrConsumeQuota(key: string, limit: number, cost: number, ttlMs: number): Promise<[number, number]>
+  runrAddQuota(key: string, amount: number, ttlMs: number): Promise<number>
+}
 
 /**
  * SharedState in Redis, for a cluster: instances with the same URL and prefix share claims and
@@ -48,6 +79,9 @@ export async function createRedisState(options: RedisStateOptions): Promise<Shar
     enableOfflineQueue: true,
     maxRetriesPerRequest: null,
   })
+
+  for (const [name, lua] of Object.entries(scripts)) commands.defineCommand(name, { numberOfKeys: 1, lua })
+  const run = commands as unknown as ScriptCommands
 
   let started = false
   let closed = false
@@ -141,9 +175,52 @@ export async function createRedisState(options: RedisStateOptions): Promise<Shar
 
     async claimOnce(key, ttlMs) {
       refuseWhenClosed()
-      if (!(ttlMs > 0) || !Number.isFinite(ttlMs)) throw new RangeError(`ttlMs must be > 0, got ${ttlMs}`)
+      checkDuration(ttlMs, 'ttlMs')
       try {
         return (await commands.set(`${prefix}claim:${key}`, '1', 'PX', Math.ceil(ttlMs), 'NX')) === 'OK'
+      } catch (error) {
+        throw failure(error)
+      }
+    },
+
+    async increment(key, windowMs) {
+      refuseWhenClosed()
+      checkDuration(windowMs, 'windowMs')
+      try {
+        return await run.runrIncrement(`${prefix}count:${key}`, Math.ceil(windowMs))
+      } catch (error) {
+        throw failure(error)
+      }
+    },
+
+    async consumeQuota(key, quota) {
+      refuseWhenClosed()
+      const limit = checkCount(quota.limit, 'limit')
+      const cost = checkCount(quota.cost ?? 1, 'cost')
+      const ttlMs = Math.ceil(checkDuration(quota.ttlMs, 'ttlMs'))
+      try {
+        const [allowed, used] = await run.runrConsumeQuota(`${prefix}quota:${key}`, limit, cost, ttlMs)
+        return { allowed: allowed === 1, used }
+      } catch (error) {
+        throw failure(error)
+      }
+    },
+
+    async addQuota(key, amount, ttlMs) {
+      refuseWhenClosed()
+      checkCount(amount, 'amount')
+      checkDuration(ttlMs, 'ttlMs')
+      try {
+        return await run.runrAddQuota(`${prefix}quota:${key}`, amount, Math.ceil(ttlMs))
+      } catch (error) {
+        throw failure(error)
+      }
+    },
+
+    async getQuota(key) {
+      refuseWhenClosed()
+      try {
+        return Number((await commands.get(`${prefix}quota:${key}`)) ?? 0)
       } catch (error) {
         throw failure(error)
       }

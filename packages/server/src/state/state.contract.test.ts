@@ -133,6 +133,137 @@ for (const impl of implementations) {
         await assert.rejects(state.claimOnce(unique('jti'), ttl), RangeError)
     })
 
+    it('counts increments of a key within its window and starts again from 1 after it', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const [key, other] = [unique('repeat'), unique('repeat')]
+      assert.equal(await state.increment(key, 300), 1)
+      assert.equal(await state.increment(key, 300), 2)
+      assert.equal(await state.increment(other, 300), 1)
+      assert.equal(await state.increment(key, 300), 3)
+      await delay(350)
+      assert.equal(await state.increment(key, 300), 1)
+    })
+
+    it('counts concurrent increments without losing any', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const key = unique('repeat')
+      const counts = await Promise.all(Array.from({ length: 50 }, () => state.increment(key, 10_000)))
+      assert.deepEqual(
+        counts.sort((a, b) => a - b),
+        Array.from({ length: 50 }, (_, i) => i + 1),
+      )
+    })
+
+    it('admits quota up to the limit and refuses beyond it without consuming', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const key = unique('quota')
+      const results = []
+      for (let i = 0; i < 5; i++) results.push(await state.consumeQuota(key, { limit: 3, ttlMs: 10_000 }))
+      assert.deepEqual(results, [
+        { allowed: true, used: 1 },
+        { allowed: true, used: 2 },
+        { allowed: true, used: 3 },
+        { allowed: false, used: 3 },
+        { allowed: false, used: 3 },
+      ])
+      assert.equal(await state.getQuota(key), 3)
+    })
+
+    it('counts a quota cost, refusing one that would cross the limit while a smaller one still fits', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const key = unique('quota')
+      const consume = (cost: number) => state.consumeQuota(key, { limit: 10, cost, ttlMs: 10_000 })
+      assert.deepEqual(await consume(4), { allowed: true, used: 4 })
+      assert.deepEqual(await consume(4), { allowed: true, used: 8 })
+      assert.deepEqual(await consume(4), { allowed: false, used: 8 })
+      assert.deepEqual(await consume(2), { allowed: true, used: 10 })
+      assert.deepEqual(await consume(0), { allowed: true, used: 10 })
+      const fresh = unique('quota')
+      assert.deepEqual(await state.consumeQuota(fresh, { limit: 5, cost: 6, ttlMs: 10_000 }), {
+        allowed: false,
+        used: 0,
+      })
+      assert.deepEqual(await state.consumeQuota(fresh, { limit: 5, cost: 0, ttlMs: 10_000 }), {
+        allowed: true,
+        used: 0,
+      })
+      assert.equal(await state.getQuota(fresh), 0)
+    })
+
+    it('admits exactly the limit among many concurrent quota consumers', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const key = unique('quota')
+      const results = await Promise.all(
+        Array.from({ length: 50 }, () => state.consumeQuota(key, { limit: 10, ttlMs: 10_000 })),
+      )
+      assert.equal(results.filter((result) => result.allowed).length, 10)
+      assert.equal(await state.getQuota(key), 10)
+    })
+
+    it('adds quota usage whatever the limit, after which consumption is refused', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const key = unique('tokens')
+      assert.equal(await state.getQuota(key), 0)
+      assert.equal(await state.addQuota(key, 0, 10_000), 0)
+      assert.equal(await state.addQuota(key, 7, 10_000), 7)
+      assert.equal(await state.addQuota(key, 5, 10_000), 12)
+      assert.equal(await state.addQuota(key, 0, 10_000), 12)
+      assert.deepEqual(await state.consumeQuota(key, { limit: 10, ttlMs: 10_000 }), {
+        allowed: false,
+        used: 12,
+      })
+      assert.equal(await state.addQuota(key, 2 ** 40, 10_000), 2 ** 40 + 12)
+    })
+
+    it('forgets a quota counter once the ttl it was created with has passed, whatever came after', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const key = unique('quota')
+      assert.deepEqual(await state.consumeQuota(key, { limit: 2, ttlMs: 300 }), { allowed: true, used: 1 })
+      await delay(50)
+      // A later call with a longer ttl does not extend the window.
+      assert.deepEqual(await state.consumeQuota(key, { limit: 2, ttlMs: 10_000 }), { allowed: true, used: 2 })
+      await delay(300)
+      assert.equal(await state.getQuota(key), 0)
+      assert.deepEqual(await state.consumeQuota(key, { limit: 2, ttlMs: 10_000 }), { allowed: true, used: 1 })
+    })
+
+    it('keeps quota counters apart from increments under the same key', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const key = unique('shared-name')
+      assert.equal(await state.increment(key, 10_000), 1)
+      assert.equal(await state.getQuota(key), 0)
+      assert.deepEqual(await state.consumeQuota(key, { limit: 1, ttlMs: 10_000 }), { allowed: true, used: 1 })
+      assert.equal(await state.increment(key, 10_000), 2)
+    })
+
+    it('refuses a counter window, ttl, limit, cost or amount out of range', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const key = unique('bad')
+      for (const ms of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+        await assert.rejects(state.increment(key, ms), RangeError)
+        await assert.rejects(state.consumeQuota(key, { limit: 1, ttlMs: ms }), RangeError)
+        await assert.rejects(state.addQuota(key, 1, ms), RangeError)
+      }
+      for (const count of [-1, 1.5, Number.NaN, 2 ** 53]) {
+        await assert.rejects(state.consumeQuota(key, { limit: count, ttlMs: 1000 }), {
+          name: 'RangeError',
+          message: `limit must be a non-negative integer, got ${count}`,
+        })
+        await assert.rejects(state.consumeQuota(key, { limit: 10, cost: count, ttlMs: 1000 }), RangeError)
+        await assert.rejects(state.addQuota(key, count, 1000), RangeError)
+      }
+      assert.equal(await state.getQuota(key), 0)
+    })
+
     it('delivers a message to every subscriber, the publishing instance included', async (t) => {
       const state = await open(t)
       if (!state) return
@@ -233,6 +364,13 @@ for (const impl of implementations) {
       await state.close()
       assert.equal(await state.ping(), false)
       await assert.rejects(state.claimOnce(unique('jti'), 1000), hasCode('state_closed'))
+      await assert.rejects(state.increment(unique('n'), 1000), hasCode('state_closed'))
+      await assert.rejects(
+        state.consumeQuota(unique('q'), { limit: 1, ttlMs: 1000 }),
+        hasCode('state_closed'),
+      )
+      await assert.rejects(state.addQuota(unique('q'), 1, 1000), hasCode('state_closed'))
+      await assert.rejects(state.getQuota(unique('q')), hasCode('state_closed'))
       await assert.rejects(state.publish(unique('c'), 'm'), hasCode('state_closed'))
       assert.throws(() => state.subscribe(unique('c'), () => {}), hasCode('state_closed'))
     })
@@ -271,6 +409,39 @@ describe('SharedState in memory', () => {
       await assert.rejects(state.claimOnce('c', 10), hasCode('state_full'))
       now = 1020
       assert.equal(await state.claimOnce('c', 10), true)
+    } finally {
+      await state.close()
+    }
+  })
+
+  it('refuses new counters when full rather than forgetting live ones, and makes room as they expire', async () => {
+    let now = 1_000_000
+    const state = createMemoryState({ maxCounters: 2, now: () => now })
+    try {
+      assert.equal(await state.increment('a', 1000), 1)
+      assert.deepEqual(await state.consumeQuota('b', { limit: 5, ttlMs: 5000 }), { allowed: true, used: 1 })
+      await assert.rejects(state.increment('c', 1000), hasCode('state_full'))
+      await assert.rejects(state.consumeQuota('c', { limit: 5, ttlMs: 1000 }), hasCode('state_full'))
+      await assert.rejects(state.addQuota('c', 1, 1000), hasCode('state_full'))
+      // Live counters go on counting: a full table must not let a quota start over.
+      assert.equal(await state.increment('a', 1000), 2)
+      assert.deepEqual(await state.consumeQuota('b', { limit: 5, ttlMs: 5000 }), { allowed: true, used: 2 })
+      now += 1500
+      assert.equal(await state.addQuota('c', 3, 1000), 3)
+      assert.equal(await state.getQuota('b'), 2)
+      await assert.rejects(state.increment('d', 1000), hasCode('state_full'))
+    } finally {
+      await state.close()
+    }
+  })
+
+  it('keeps claims and counters in separate bounds', async () => {
+    const state = createMemoryState({ maxClaims: 1, maxCounters: 1 })
+    try {
+      assert.equal(await state.claimOnce('a', 1000), true)
+      assert.equal(await state.increment('a', 1000), 1)
+      await assert.rejects(state.claimOnce('b', 1000), hasCode('state_full'))
+      await assert.rejects(state.increment('b', 1000), hasCode('state_full'))
     } finally {
       await state.close()
     }
@@ -426,6 +597,85 @@ describe('SharedState in Redis', () => {
     assert.equal(await client.del(`runr:claim:${key}`), 1)
   })
 
+  it('shares quota counters and increments between two instances with the same prefix, never over-admitting', async (t) => {
+    const a = await open(t)
+    const b = await open(t)
+    if (!a || !b) return
+    const key = unique('quota')
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        (i % 2 === 0 ? a : b).consumeQuota(key, { limit: 10, ttlMs: 10_000 }),
+      ),
+    )
+    assert.equal(results.filter((result) => result.allowed).length, 10)
+    assert.deepEqual(
+      results
+        .filter((result) => result.allowed)
+        .map((result) => result.used)
+        .sort((x, y) => x - y),
+      Array.from({ length: 10 }, (_, i) => i + 1),
+    )
+    assert.equal(await b.addQuota(key, 5, 10_000), 15)
+    assert.equal(await a.getQuota(key), 15)
+
+    const repeat = unique('repeat')
+    const counts = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).increment(repeat, 10_000)),
+    )
+    assert.equal(Math.max(...counts), 20)
+  })
+
+  it('keeps quota counters of instances with different prefixes apart', async (t) => {
+    const a = await open(t)
+    const other = await open(t, { prefix: otherPrefix })
+    if (!a || !other) return
+    const key = unique('quota')
+    assert.deepEqual(await a.consumeQuota(key, { limit: 1, ttlMs: 10_000 }), { allowed: true, used: 1 })
+    assert.deepEqual(await other.consumeQuota(key, { limit: 1, ttlMs: 10_000 }), { allowed: true, used: 1 })
+    assert.equal(await a.increment(key, 10_000), 1)
+    assert.equal(await other.increment(key, 10_000), 1)
+  })
+
+  it('puts counters under the prefix, expiring with the window or ttl of the call that made them', async (t) => {
+    const state = await open(t)
+    if (!state) return
+    const client = new Redis(redisUrl, { lazyConnect: true })
+    await client.connect()
+    t.after(() => client.quit())
+    const [counted, consumed, added] = [unique('repeat'), unique('quota'), unique('tokens')]
+    await state.increment(counted, 10_000)
+    await state.increment(counted, 60_000)
+    await state.consumeQuota(consumed, { limit: 5, ttlMs: 20_000 })
+    await state.addQuota(added, 3, 30_000)
+    const ttls = await Promise.all([
+      client.pttl(`${runPrefix}count:${counted}`),
+      client.pttl(`${runPrefix}quota:${consumed}`),
+      client.pttl(`${runPrefix}quota:${added}`),
+    ])
+    for (const [ttl, max] of [
+      [ttls[0]!, 10_000],
+      [ttls[1]!, 20_000],
+      [ttls[2]!, 30_000],
+    ] as const)
+      assert.ok(ttl > max - 1000 && ttl <= max, `pttl ${ttl} for ${max}`)
+    assert.equal(await client.get(`${runPrefix}quota:${added}`), '3')
+  })
+
+  it('runs its counter scripts again after Redis forgets them', async (t) => {
+    const state = await open(t)
+    if (!state) return
+    const key = unique('quota')
+    assert.deepEqual(await state.consumeQuota(key, { limit: 5, ttlMs: 10_000 }), { allowed: true, used: 1 })
+    const client = new Redis(redisUrl, { lazyConnect: true })
+    await client.connect()
+    t.after(() => client.quit())
+    // What a Redis restart or failover does to the script cache.
+    await client.script('FLUSH')
+    assert.deepEqual(await state.consumeQuota(key, { limit: 5, ttlMs: 10_000 }), { allowed: true, used: 2 })
+    assert.equal(await state.increment(key, 10_000), 1)
+    assert.equal(await state.addQuota(key, 1, 10_000), 3)
+  })
+
   it('refuses to start when Redis is unreachable, naming host and port but never the password', async (t) => {
     if (!up) return t.skip('redis is not running')
     const port = await closedPort()
@@ -486,6 +736,13 @@ describe('SharedState in Redis', () => {
     const started = Date.now()
     await assert.rejects(state.claimOnce(unique('jti'), 1000), hasCode('state_unavailable'))
     await assert.rejects(state.publish(channel, 'while away'), hasCode('state_unavailable'))
+    await assert.rejects(state.increment(unique('n'), 1000), hasCode('state_unavailable'))
+    await assert.rejects(
+      state.consumeQuota(unique('q'), { limit: 1, ttlMs: 1000 }),
+      hasCode('state_unavailable'),
+    )
+    await assert.rejects(state.addQuota(unique('q'), 1, 1000), hasCode('state_unavailable'))
+    await assert.rejects(state.getQuota(unique('q')), hasCode('state_unavailable'))
     assert.ok(Date.now() - started < 1000)
     assert.equal(await state.ping(), false)
     await eventually(() => reported.some((r) => r.source === 'connection'), 'a connection error was reported')
@@ -493,6 +750,10 @@ describe('SharedState in Redis', () => {
     await proxy.restore()
     await eventually(() => state.ping(), 'the state answers ping again', 10_000)
     assert.equal(await state.claimOnce(unique('jti'), 1000), true)
+    assert.deepEqual(await state.consumeQuota(unique('q'), { limit: 1, ttlMs: 1000 }), {
+      allowed: true,
+      used: 1,
+    })
     // ioredis subscribes again after the reconnect, but ping does not wait for that: publish
     // (from another instance) until a message gets through.
     let n = 0

@@ -27,6 +27,25 @@ describe('a switchable shared state', () => {
     await state.close()
   })
 
+  it('sends counters and quotas to the current state', async () => {
+    const first = createMemoryState()
+    const second = createMemoryState()
+    const state = createSwitchableState(first)
+    assert.equal(await state.increment('n', 10_000), 1)
+    assert.deepEqual(await state.consumeQuota('q', { limit: 2, ttlMs: 10_000 }), { allowed: true, used: 1 })
+    assert.equal(await state.addQuota('q', 3, 10_000), 4)
+    assert.equal(await first.getQuota('q'), 4)
+    await state.switchTo(second)
+    assert.equal(await state.increment('n', 10_000), 1)
+    assert.equal(await state.getQuota('q'), 0)
+    assert.deepEqual(await state.consumeQuota('q', { limit: 2, cost: 2, ttlMs: 10_000 }), {
+      allowed: true,
+      used: 2,
+    })
+    assert.equal(await second.getQuota('q'), 2)
+    await state.close()
+  })
+
   it('stops delivering to an unsubscribed handler across a switch', async () => {
     const state = createSwitchableState(createMemoryState())
     const seen: string[] = []

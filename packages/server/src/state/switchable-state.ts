@@ -1,8 +1,9 @@
 /**
  * A SharedState whose backing state can be replaced while the gateway runs, so a reload that
  * adds, changes or removes `redis:` takes effect without a restart. Subscriptions move to the new
- * state before the old one is closed. Claims remembered by the old state are not carried over:
- * a replay that straddles the switch could pass once, which is the price of not restarting.
+ * state before the old one is closed. Claims and counters held by the old state are not carried
+ * over: a replay that straddles the switch could pass once, and quota and repeat counts start
+ * again, which is the price of not restarting.
  */
 import type { SharedState, Unsubscribe } from './types.ts'
 
@@ -26,6 +27,10 @@ export function createSwitchableState(initial: SharedState): SwitchableState {
       return current.kind
     },
     claimOnce: (key, ttlMs) => current.claimOnce(key, ttlMs),
+    increment: (key, windowMs) => current.increment(key, windowMs),
+    consumeQuota: (key, options) => current.consumeQuota(key, options),
+    addQuota: (key, amount, ttlMs) => current.addQuota(key, amount, ttlMs),
+    getQuota: (key) => current.getQuota(key),
     publish: (channel, message) => current.publish(channel, message),
     ping: () => current.ping(),
     subscribe(channel, onMessage) {

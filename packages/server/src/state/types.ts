@@ -6,6 +6,24 @@
 
 export type Unsubscribe = () => void
 
+/** The answer to a quota check: whether it was admitted, and the count after it. */
+export interface QuotaResult {
+  allowed: boolean
+  used: number
+}
+
+export interface QuotaOptions {
+  /** Most the counter may reach. A non-negative integer. */
+  limit: number
+  /** What this call adds when admitted (default 1). A non-negative integer. */
+  cost?: number
+  /**
+   * How long a counter created by this call lives. Later calls do not extend it: the caller puts
+   * the window in the key (e.g. `agent:rule:<windowStart>`) and passes the time left in it.
+   */
+  ttlMs: number
+}
+
 export interface SharedState {
   readonly kind: 'memory' | 'redis'
   /**
@@ -13,6 +31,21 @@ export interface SharedState {
    * detection for assertion and DPoP `jti`s). Atomic across instances.
    */
   claimOnce(key: string, ttlMs: number): Promise<boolean>
+  /**
+   * Counts one more event under `key` and returns the count so far in its window: the window opens
+   * at the key's first increment and lasts `windowMs`, then counting starts again from 1. Atomic
+   * across instances (the loop guard: the same call N times per period).
+   */
+  increment(key: string, windowMs: number): Promise<number>
+  /**
+   * Adds `cost` to the quota counter `key` only when it stays within `limit`, atomically across
+   * instances; a refusal adds nothing. Quota counters are apart from increment's.
+   */
+  consumeQuota(key: string, options: QuotaOptions): Promise<QuotaResult>
+  /** Adds `amount` whatever the limit (usage known after the call, e.g. LLM tokens); returns the count. */
+  addQuota(key: string, amount: number, ttlMs: number): Promise<number>
+  /** The quota counter's count (0 when absent or expired). */
+  getQuota(key: string): Promise<number>
   /** Deliver `message` to every subscriber of `channel` on every instance, this one included. */
   publish(channel: string, message: string): Promise<void>
   /** Receive messages published on `channel` from now on. */
