@@ -128,6 +128,7 @@ export interface PolicyRow extends Omit<StoredPolicy, 'document'> {
   document: string
 }
 
+/** A policy record from its row, with a freshly parsed document. */
 export function toPolicy(row: PolicyRow): StoredPolicy {
   return {
     name: row.name,
@@ -192,6 +193,7 @@ export function secretAgentColumn(agentId: string | null | undefined): string {
   return agentId ?? ''
 }
 
+/** The agentId of a stored secret: null for the tool-wide value. */
 export function secretAgentId(column: string): string | null {
   return column === '' ? null : column
 }
