@@ -208,6 +208,8 @@ systems: { up: { kind: http, url: "http://127.0.0.1:${o.upstreamPort}" } }
 channels:
   - { name: bench, prefix: /bench, system: up, rules: [ { path: "*", public: true } ] }
   - { name: bench-auth, prefix: ${AUTH_PREFIX}, system: up, rules: [ { path: "*" } ] }
+policies:
+  - { name: bench, agents: { all: true }, allow: [ { channel: bench-auth } ] }
 `
 }
 

@@ -45,6 +45,7 @@ describe('two gateway processes on one Postgres and Redis', () => {
       redis: { url: serviceUrls.redis, prefix },
       systems: { up: { kind: 'http', url: upstream.url } },
       channels: [{ name: 'orders', prefix: '/orders', system: 'up', rules: [{ path: '*' }] }],
+      policies: [{ name: 'orders', agents: { all: true }, allow: [{ channel: 'orders' }] }],
     }
     const file = join(dir, '4runr.yaml')
     await writeFile(file, stringify(config))

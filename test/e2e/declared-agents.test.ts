@@ -25,6 +25,7 @@ describe('agents declared in the config file', () => {
       { name: 'c', prefix: '/c', system: 's', rules: [{ path: '*', methods: { GET: ['reader'] } }] },
     ],
     agents,
+    policies: [{ name: 'bots', agents: { names: ['cfg-bot', 'other-bot'] }, allow: [{ channel: 'c' }] }],
   })
 
   before(async () => {

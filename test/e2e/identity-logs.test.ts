@@ -22,6 +22,7 @@ describe('identity and the logs', () => {
         gateway: { logLevel: 'trace' },
         systems: { s: { kind: 'http', url: upstream.url } },
         channels: [{ name: 'c', prefix: '/c', system: 's', rules: [{ path: '*' }] }],
+        policies: [{ name: 'c', agents: { all: true }, allow: [{ channel: 'c' }] }],
       },
       { env: { RUNR_MASTER_KEY: masterKey } },
     )

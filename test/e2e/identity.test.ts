@@ -73,6 +73,13 @@ for (const backend of backends)
             requestHeaders: { set: { 'X-Agent-Id': '{{sub}}', 'X-Intent': '{{intent}}' } },
           },
         ],
+        policies: [
+          {
+            name: 'every-agent',
+            agents: { all: true },
+            allow: [{ channel: 'orders' }, { channel: 'billing' }, { tool: 'serpapi', actions: ['search'] }],
+          },
+        ],
       })
     })
     after(async () => {

@@ -9,6 +9,7 @@ import { type AdminKeys, resolveAdminKeys } from './admin/admin-keys.ts'
 import { createAdminServer } from './admin/admin-server.ts'
 import { configRoutes } from './admin/config-routes.ts'
 import { identityAdminRoutes } from './admin/identity-routes.ts'
+import { policyAdminRoutes } from './admin/policy-routes.ts'
 import { type Identity, openIdentity } from './auth/identity.ts'
 import { type CompiledConfig, demoOriginPlaceholder } from './config/compile.ts'
 import type { RawConfig } from './config/schema.ts'
@@ -18,6 +19,10 @@ import { type Authenticator, createPipeline, type PublicRoute, type Readiness } 
 import { createPublicServer } from './http/public-server.ts'
 import { createLogger, effectiveLogLevel, type Logger } from './observability/logger.ts'
 import { createMetrics, type Metrics } from './observability/metrics.ts'
+import { PolicyEnforcer } from './policy/enforcer.ts'
+import { PolicyService } from './policy/policy-service.ts'
+import { builtinTools } from './tools/registry.ts'
+import { createAgentRoutes, type SecretResolver } from './tools/tool-routes.ts'
 import { createPools } from './upstreams/pools.ts'
 import { probeDependencies } from './upstreams/probes.ts'
 
@@ -46,6 +51,9 @@ export interface RunningGateway {
   /** Graceful stop: refuse new work, drain in-flight requests up to the deadline, close pools. */
   stop(): Promise<void>
 }
+
+/** Safety net for lost policy announcements: every instance polls the store's fingerprint this often. */
+const policyResyncMs = 5_000
 
 function urlOf(server: Server, host: string): string {
   const { port } = server.address() as AddressInfo
@@ -128,6 +136,31 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     throw err
   }
   const opened = identity
+  const policies = new PolicyService(
+    opened.store,
+    opened.state,
+    source.current,
+    (err) => log.error({ err }, 'policy sync failed'),
+    (name, problems) =>
+      log.error({ policy: name, problems }, 'a stored policy does not compile; it is left out'),
+  )
+  try {
+    await policies.start(policyResyncMs)
+  } catch (err) {
+    await opened.close()
+    await pools.close()
+    await demo?.close()
+    source.close()
+    throw err
+  }
+  const enforcer = new PolicyEnforcer({
+    policies,
+    store: opened.store,
+    state: opened.state,
+    metrics,
+    approvalTtlMs: () => source.current().approvalTtlMs,
+  })
+  const secrets: SecretResolver = { resolve: async () => undefined }
   // Filled once the listener's address (the default issuer) is known, before the gateway reports
   // ready; until then only /health, /ready and public channel rules can be served.
   const routes = new Map<string, PublicRoute>()
@@ -139,6 +172,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     logger: log,
     authenticators,
     routes,
+    agentRoute: createAgentRoutes({ tools: builtinTools, enforcer, policies, secrets, store: opened.store }),
+    authorize: (input, approvalId) => enforcer.authorize(input, approvalId),
     readiness,
   })
   metrics.trackInflight(pipeline.inflight)
@@ -151,7 +186,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     issuer = initial.gateway.issuerConfigured
       ? initial.gateway.issuer
       : urlOf(publicServer, initial.gateway.listen.host)
-    const finished = opened.finish(issuer)
+    const finished = opened.finish(issuer, (agent, scope) => policies.current().canEverGrant(agent, scope))
     for (const [path, route] of finished.routes) routes.set(path, route)
     authenticators.push(finished.authenticator)
     identityReady = true
@@ -164,12 +199,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       routes: [
         configRoutes(source),
         identityAdminRoutes({ agents: opened.agents, tokens: finished.tokens, keyRing: opened.keyRing }),
+        policyAdminRoutes({ policies, directory: opened.directory, store: opened.store }),
       ],
     })
     await admin.listen({ host: initial.gateway.admin.host, port: initial.gateway.admin.port })
   } catch (err) {
     publicServer.close()
     await admin?.close()
+    policies.stop()
     await opened.close()
     await pools.close()
     await demo?.close()
@@ -201,6 +238,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       publicServer.closeAllConnections()
       await closed
       await adminApp.close()
+      policies.stop()
       await opened.close()
       await pools.close()
       await demo?.close()

@@ -15,7 +15,7 @@ import { openSharedState } from '../state/open-state.ts'
 import { createSwitchableState, type SwitchableState } from '../state/switchable-state.ts'
 import type { SharedState } from '../state/types.ts'
 import { openStore } from '../store/open-store.ts'
-import type { Store } from '../store/types.ts'
+import type { Agent, Store } from '../store/types.ts'
 import { AgentDirectory } from './agent-directory.ts'
 import { AgentService } from './agent-service.ts'
 import { agentTokenAuthenticator, identityRoutes } from './public-routes.ts'
@@ -45,7 +45,10 @@ export interface Identity {
   readonly agents: AgentService
   readonly keyRing: KeyRing
   /** Build what needs the issuer URL: the token service, public routes and the authenticator. */
-  finish(issuer: string): {
+  finish(
+    issuer: string,
+    canGrant?: (agent: Agent, scope: string) => boolean,
+  ): {
     tokens: TokenService
     routes: Map<string, PublicRoute>
     authenticator: Authenticator
@@ -166,7 +169,7 @@ export async function openIdentity(options: {
       directory,
       agents,
       keyRing,
-      finish(issuer) {
+      finish(issuer, canGrant) {
         const tokens = new TokenService({
           config: () => current,
           issuer,
@@ -176,6 +179,7 @@ export async function openIdentity(options: {
           state: stateRef,
           maxTtlCapMs: keyRing.maxTtlMs,
           onIssued: (grant) => metrics.tokenIssued(grant),
+          canGrant,
         })
         return {
           tokens,

@@ -101,6 +101,7 @@ export function agentTokenAuthenticator(tokens: TokenService, issuer: string): A
       id: r.agent.id,
       roles: r.agent.roles,
       claims: r.claims as unknown as Record<string, unknown>,
+      agent: r.agent,
     }
     principals.set(r.claims, { agent: r.agent, principal })
     return principal

@@ -39,6 +39,11 @@ export interface TokenServiceDeps {
   maxTtlCapMs: number
   /** Counts issued tokens by grant (runr_tokens_issued_total). */
   onIssued?(grant: string): void
+  /**
+   * Could any policy ever allow the agent this scope token? Issuance refuses scopes that cannot be
+   * used (`invalid_scope`), so a token never carries more than the policies could honour.
+   */
+  canGrant?(agent: Agent, scope: string): boolean
   now?(): number
 }
 
@@ -162,6 +167,7 @@ export class TokenService {
         details: { reason: 'missing_proof' },
       })
     }
+    this.grantable(agent, scope)
     const issued = await this.deps.tokens.issue({ sub: agent.id, scope, intent, ttlMs, akid: kid, jkt })
     this.deps.onIssued?.('jwt-bearer')
     return this.answer(issued, jkt, scope, intent)
@@ -278,9 +284,23 @@ export class TokenService {
     const scope = parseScope(typeof params['scope'] === 'string' ? params['scope'] : undefined)
     const intent = this.intent(params['intent'])
     const ttlMs = this.ttlMs(params['ttl'])
+    this.grantable(agent, scope)
     const issued = await this.deps.tokens.issue({ sub: agent.id, scope, intent, ttlMs })
     this.deps.onIssued?.('admin')
     return this.answer(issued, undefined, scope, intent)
+  }
+
+  private grantable(agent: Agent, scope: readonly string[]): void {
+    const canGrant = this.deps.canGrant
+    if (canGrant === undefined) return
+    const refused = scope.filter((token) => !canGrant(agent, token))
+    if (refused.length > 0) {
+      throw new GatewayError(
+        'invalid_scope',
+        `No policy can grant agent ${agent.name} the scope ${refused.join(' ')}.`,
+        { details: { refused } },
+      )
+    }
   }
 
   private answer(

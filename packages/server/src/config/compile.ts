@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto'
 import { compileTemplate, type HeaderTemplate } from '../http/header-template.ts'
+import { type CompiledPolicy, compilePolicy } from '../policy/compile.ts'
 import { durationMs } from './duration.ts'
 import { ConfigError, type ConfigProblem } from './load.ts'
 import type { RawChannel, RawConfig, RawPathRule } from './schema.ts'
@@ -101,6 +102,10 @@ export interface CompiledConfig {
   /** Where the embedded store and generated files live. */
   readonly dataDir: string
   readonly tokens: CompiledTokens
+  /** The config file's policies, compiled; the admin API's join them in the policy service. */
+  readonly policies: readonly CompiledPolicy[]
+  /** How long an approval waits for an operator's decision. */
+  readonly approvalTtlMs: number
 }
 
 export interface CompiledTokens {
@@ -204,12 +209,16 @@ export function compileConfig(
   })
 
   const tokens = compileTokens(raw, problems)
+  const version = createHash('sha256').update(sourceText).digest('hex').slice(0, 12)
+  const policies = compileConfigPolicies(raw, version, problems)
+  const approvalTtlMs = raw.approvals?.ttl === undefined ? 3_600_000 : durationMs(raw.approvals.ttl)
+  if (approvalTtlMs < 1000) problems.push({ path: 'approvals.ttl', message: 'must be at least 1s' })
   if (problems.length > 0) throw new ConfigError(problems)
   const prefixed = channels.filter((c) => c.prefix !== '').sort((a, b) => b.prefix.length - a.prefix.length)
   const store = raw.store
   const dataDir = store?.kind === 'sqlite' && store.path !== undefined ? dirnameOf(store.path) : './data'
   return Object.freeze({
-    version: createHash('sha256').update(sourceText).digest('hex').slice(0, 12),
+    version,
     raw,
     gateway,
     systems,
@@ -218,7 +227,26 @@ export function compileConfig(
     byName: new Map(channels.map((c) => [c.name, c])),
     dataDir,
     tokens,
+    policies: Object.freeze(policies),
+    approvalTtlMs,
   })
+}
+
+function compileConfigPolicies(raw: RawConfig, version: string, problems: ConfigProblem[]): CompiledPolicy[] {
+  const compiled: CompiledPolicy[] = []
+  const seen = new Set<string>()
+  ;(raw.policies ?? []).forEach((document, index) => {
+    const at = `policies[${index}]`
+    if (seen.has(document.name))
+      problems.push({ path: `${at}.name`, message: `duplicate policy name "${document.name}"` })
+    seen.add(document.name)
+    const result = compilePolicy(document, 'config', version)
+    if (result.ok) compiled.push(result.policy)
+    else
+      for (const p of result.problems)
+        problems.push({ path: p.path === '' ? at : `${at}.${p.path}`, message: p.message })
+  })
+  return compiled
 }
 
 function compileTokens(raw: RawConfig, problems: ConfigProblem[]): CompiledTokens {

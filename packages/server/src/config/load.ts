@@ -153,6 +153,27 @@ function formatProblem(file: string, problem: ConfigProblem): string {
  * `channels[2].rules[0].path`: dots for keys, brackets for indexes, `(root)` for the document.
  * Keys are not quoted even when they hold a dot, so redaction can rebuild the same paths simply.
  */
+/**
+ * Every reason `value` fails `schema`, with paths as in config errors (`allow[0].tool`), for
+ * request bodies that share a config schema (a policy put through the admin API).
+ */
+export function schemaProblems(schema: TSchema, value: unknown): { path: string; message: string }[] {
+  if (validatorFor(schema).Check(value)) return []
+  const out: Finding[] = []
+  explain(schema as unknown as JsonSchema, value, [], out)
+  return out.map((finding) => ({ path: formatPath(finding.segments), message: finding.message }))
+}
+
+const validators = new WeakMap<TSchema, ReturnType<typeof Compile>>()
+function validatorFor(schema: TSchema): ReturnType<typeof Compile> {
+  let compiled = validators.get(schema)
+  if (compiled === undefined) {
+    compiled = Compile(schema)
+    validators.set(schema, compiled)
+  }
+  return compiled
+}
+
 function formatPath(segments: readonly Segment[]): string {
   if (segments.length === 0) return '(root)'
   let out = ''

@@ -20,7 +20,15 @@ const Host = Type.String({ minLength: 1, description: 'interface address to bind
 const HttpUrl = Type.String({ pattern: '^https?://[^\\s]+$', description: 'http:// or https:// URL' })
 const HeaderName = Type.String({ pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description: 'HTTP header name' })
 const Method = Type.Union(
-  ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].map((m) => Type.Literal(m)),
+  [
+    Type.Literal('GET'),
+    Type.Literal('HEAD'),
+    Type.Literal('POST'),
+    Type.Literal('PUT'),
+    Type.Literal('PATCH'),
+    Type.Literal('DELETE'),
+    Type.Literal('OPTIONS'),
+  ],
   { description: 'HTTP method' },
 )
 
@@ -302,6 +310,11 @@ const Secret = Type.String({
   description: 'name of the secret in the secret store that holds the credential',
 })
 
+const ToolTimeout = Type.Integer({
+  minimum: 1,
+  description: 'upstream headers and body idle timeout in ms (default 30000); 504 after it',
+})
+
 const Tools = Type.Object(
   {
     serpapi: Type.Optional(
@@ -309,6 +322,7 @@ const Tools = Type.Object(
         {
           url: Type.Optional(HttpUrl),
           secret: Type.Optional(Secret),
+          timeoutMs: Type.Optional(ToolTimeout),
           cacheTtl: Type.Optional(Duration),
         },
         { ...closed, description: 'SerpAPI tool (issue: tools)' },
@@ -316,13 +330,13 @@ const Tools = Type.Object(
     ),
     openai: Type.Optional(
       Type.Object(
-        { url: Type.Optional(HttpUrl), secret: Type.Optional(Secret) },
+        { url: Type.Optional(HttpUrl), secret: Type.Optional(Secret), timeoutMs: Type.Optional(ToolTimeout) },
         { ...closed, description: 'OpenAI tool (issue: tools)' },
       ),
     ),
     gmail: Type.Optional(
       Type.Object(
-        { url: Type.Optional(HttpUrl), secret: Type.Optional(Secret) },
+        { url: Type.Optional(HttpUrl), secret: Type.Optional(Secret), timeoutMs: Type.Optional(ToolTimeout) },
         { ...closed, description: 'Gmail tool (issue: tools)' },
       ),
     ),
@@ -368,79 +382,116 @@ const Agent = Type.Object(
   { ...closed, description: 'an agent declared in config (issue: identity)' },
 )
 
+const PolicyName = Type.String({
+  pattern: '^[A-Za-z0-9_.-]{1,64}$',
+  description: 'unique policy name: letters, digits, _ . -',
+})
+
 const PolicyRule = Type.Object(
   {
-    tool: Type.Optional(Type.String({ description: 'the tool this rule covers' })),
-    actions: Type.Optional(Strings('the tool actions this rule covers')),
-    channel: Type.Optional(Type.String({ description: 'the channel this rule covers' })),
-    paths: Type.Optional(Strings('channel path patterns')),
-    methods: Type.Optional(Type.Array(Method, { description: 'channel methods' })),
-    intents: Type.Optional(Strings('intents the token must carry')),
-    when: Type.Optional(Type.String({ description: 'CEL condition over args, agent, token, request, now' })),
+    name: Type.Optional(
+      Type.String({
+        pattern: '^[A-Za-z0-9_.-]{1,64}$',
+        description: 'rule name shown in decisions (default: allow[N] or deny[N])',
+      }),
+    ),
+    tool: Type.Optional(Type.String({ minLength: 1, description: 'the tool this rule covers' })),
+    actions: Type.Optional(Strings('the tool actions this rule covers (default: every action)')),
+    channel: Type.Optional(Type.String({ minLength: 1, description: 'the channel this rule covers' })),
+    paths: Type.Optional(
+      Strings('channel-relative path patterns: "*", "/exact", "/prefix/*" (default: every path)'),
+    ),
+    methods: Type.Optional(Type.Array(Method, { description: 'channel methods (default: every method)' })),
+    intents: Type.Optional(Strings('the token must carry one of these intents')),
+    when: Type.Optional(
+      Type.String({ minLength: 1, description: 'CEL condition over args, agent, token, request, now' }),
+    ),
     domains: Type.Optional(
       Type.Object(
         {
-          allow: Type.Optional(Strings('domains allowed (*.example.com wildcards)')),
-          deny: Type.Optional(Strings('domains denied')),
+          allow: Type.Optional(Strings('domains allowed (*.example.com matches subdomains)')),
+          deny: Type.Optional(Strings('domains denied; a denied domain wins over an allowed one')),
         },
         { ...closed, description: 'domain guard for http_fetch URLs' },
       ),
     ),
-    maxRequestBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'largest request accepted' })),
+    maxRequestBytes: Type.Optional(
+      Type.Integer({ minimum: 0, description: 'largest request body accepted (allow rules)' }),
+    ),
     timeWindows: Type.Optional(
       Type.Array(
         Type.Object(
           {
-            days: Type.Optional(Strings('days of the week')),
-            from: Type.Optional(Type.String({ description: 'start time HH:MM' })),
-            to: Type.Optional(Type.String({ description: 'end time HH:MM' })),
-            tz: Type.Optional(Type.String({ description: 'IANA time zone' })),
+            days: Type.Optional(Strings('days of the week: mon tue wed thu fri sat sun')),
+            from: Type.Optional(Type.String({ description: 'start time HH:MM (inclusive)' })),
+            to: Type.Optional(Type.String({ description: 'end time HH:MM (exclusive)' })),
+            tz: Type.Optional(Type.String({ description: 'IANA time zone (default UTC)' })),
           },
           { ...closed, description: 'a time window' },
         ),
-        { description: 'when the rule applies' },
+        { description: 'when the rule applies: any window matches' },
       ),
     ),
     quota: Type.Optional(
       Type.Object(
         {
-          limit: Type.Integer({ minimum: 1, description: 'calls per period' }),
+          limit: Type.Optional(Type.Integer({ minimum: 1, description: 'calls per period' })),
           period: Duration,
-          tokens: Type.Optional(Type.Integer({ description: 'LLM token budget per period' })),
+          tokens: Type.Optional(Type.Integer({ minimum: 1, description: 'LLM token budget per period' })),
         },
-        { ...closed, description: 'a quota per agent' },
+        { ...closed, description: 'a quota per agent per rule (allow rules)' },
+      ),
+    ),
+    maxRepeats: Type.Optional(
+      Type.Object(
+        {
+          count: Type.Integer({ minimum: 1, description: 'identical calls allowed per period' }),
+          period: Duration,
+        },
+        { ...closed, description: 'loop guard: identical calls (same agent, target and arguments)' },
       ),
     ),
     responseFilter: Type.Optional(
       Type.Object(
         {
-          redact: Type.Optional(Strings('built-in detectors to redact: email, card, phone, api_key, jwt')),
-          paths: Type.Optional(Strings('JSON paths to redact')),
+          redact: Type.Optional(
+            Strings('detectors to redact: email, card, phone, api_key, jwt, or a name from patterns'),
+          ),
+          paths: Type.Optional(Strings('JSON paths to redact ($.a.b, $.items[*].email, $..password)')),
+          patterns: Type.Optional(
+            Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]{1,32}$' }), Type.String(), {
+              description: 'custom detectors as name: regular expression',
+            }),
+          ),
         },
-        { ...closed, description: 'response redaction' },
+        { ...closed, description: 'response redaction (allow rules)' },
       ),
     ),
     approval: Type.Optional(
       Type.Union([Type.Literal('required'), Type.Literal('none')], {
-        description: 'park calls for human approval',
+        description: 'required: park calls until an operator approves them (allow rules)',
       }),
     ),
   },
   { ...closed, description: 'a policy rule (issue: policy)' },
 )
 
-const Policy = Type.Object(
+/** One policy: in the config file's `policies` list, or the body of `PUT /v1/policies/{name}`. */
+export const PolicySchema = Type.Object(
   {
-    name: Type.String({ minLength: 1, description: 'unique policy name' }),
-    agents: Type.Optional(
-      Type.Object(
-        {
-          names: Type.Optional(Strings('agent names')),
-          ids: Type.Optional(Strings('agent ids')),
-          labels: Type.Optional(Labels),
-        },
-        { ...closed, description: 'which agents the policy applies to' },
-      ),
+    name: PolicyName,
+    description: Type.Optional(Type.String({ description: 'what the policy is for' })),
+    agents: Type.Object(
+      {
+        names: Type.Optional(Strings('agent names')),
+        ids: Type.Optional(Strings('agent ids')),
+        labels: Type.Optional(Labels),
+        all: Type.Optional(Type.Boolean({ description: 'true: every agent' })),
+      },
+      {
+        ...closed,
+        description: 'which agents the policy applies to: a listed name or id, or every listed label',
+      },
     ),
     allow: Type.Optional(Type.Array(PolicyRule, { description: 'rules that allow' })),
     deny: Type.Optional(Type.Array(PolicyRule, { description: 'rules that deny; a matching deny wins' })),
@@ -487,7 +538,13 @@ export const ConfigSchema = Type.Object(
     channels: Type.Optional(Type.Array(Channel, { description: 'public routes to systems' })),
     tools: Type.Optional(Tools),
     agents: Type.Optional(Type.Array(Agent, { description: 'agents declared in config (issue: identity)' })),
-    policies: Type.Optional(Type.Array(Policy, { description: 'policies (issue: policy)' })),
+    policies: Type.Optional(Type.Array(PolicySchema, { description: 'policies (issue: policy)' })),
+    approvals: Type.Optional(
+      Type.Object(
+        { ttl: Type.Optional(Duration) },
+        { ...closed, description: 'call approvals: how long a request waits for a decision (default 1h)' },
+      ),
+    ),
     rateLimits: Type.Optional(
       Type.Array(RateLimit, { description: 'gateway-wide rate limits (issue: rate limits)' }),
     ),
@@ -512,3 +569,5 @@ export type RawPathRule = Static<typeof PathRule>
 export type RawHttpSystem = Static<typeof HttpSystem>
 export type RawSystem = Static<typeof System>
 export type RawDuration = Static<typeof Duration>
+export type RawPolicy = Static<typeof PolicySchema>
+export type RawPolicyRule = Static<typeof PolicyRule>

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { CompiledChannel, CompiledConfig, CompiledRule } from '../config/compile.ts'
+import type { AgentFacts } from '../policy/policy-set.ts'
 
 /** Who made the request, as an authenticator proves it. */
 export interface Principal {
@@ -13,6 +14,8 @@ export interface Principal {
   roles: readonly string[]
   /** The verified token claims (agents) that `{{claim}}` header templates read. */
   claims?: Readonly<Record<string, unknown>>
+  /** The agent record (agents): what policies select on. */
+  agent?: AgentFacts
 }
 
 /** What the gateway knows about a request while it serves it. */

@@ -14,25 +14,23 @@ import { GatewayError, toGatewayError } from '../errors/gateway-error.ts'
 import { writeError } from '../errors/write-error.ts'
 import type { Logger } from '../observability/logger.ts'
 import type { Metrics } from '../observability/metrics.ts'
+import type { Authorized } from '../policy/enforcer.ts'
+import { type DecisionInput, scopeHas } from '../policy/policy-set.ts'
+import type { AgentRoute } from '../tools/tool-routes.ts'
 import { forwardRequest, type ProxyResult } from '../upstreams/http-proxy.ts'
 import type { Pools } from '../upstreams/pools.ts'
 import { createContext, type Principal, type RequestContext, requestIdHeaderFor } from './context.ts'
 import { normalizePath } from './normalize-path.ts'
 import { type ChannelMatch, matchChannel, matchRule, upstreamPath } from './route-match.ts'
 
-/** True when the principal's token scope names the channel (`channel:NAME`). */
-function hasChannelScope(principal: Principal, channel: string): boolean {
-  const scope = principal.claims?.['scope']
-  if (typeof scope !== 'string') return false
-  const wanted = `channel:${channel}`
-  // Space-separated tokens: match whole tokens only (channel:ord must not grant channel:orders).
-  let at = scope.indexOf(wanted)
-  while (at >= 0) {
-    const end = at + wanted.length
-    if ((at === 0 || scope[at - 1] === ' ') && (end === scope.length || scope[end] === ' ')) return true
-    at = scope.indexOf(wanted, at + 1)
+/** The request body's size when known: its Content-Length, or 0 for a request without a body. */
+function requestBytes(req: IncomingMessage): number | undefined {
+  const length = req.headers['content-length']
+  if (length !== undefined) {
+    const n = Number(length)
+    return Number.isSafeInteger(n) && n >= 0 ? n : undefined
   }
-  return false
+  return req.headers['transfer-encoding'] === undefined ? 0 : undefined
 }
 
 /**
@@ -74,6 +72,13 @@ export interface PipelineDeps {
   authenticators: readonly Authenticator[]
   /** Built-in routes by exact path; looked up after /health and /ready, before the channels. */
   routes?: ReadonlyMap<string, PublicRoute>
+  /** Routes for authenticated agents (tool calls, approval polls), looked up after `routes`. */
+  agentRoute?: (path: string) => AgentRoute | undefined
+  /**
+   * Stage 5 for agents on channels: the policy decision with its quota, loop guard and approval.
+   * Without it (tests of the proxy alone) an agent needs only the channel in its token's scope.
+   */
+  authorize?: (input: DecisionInput, approvalId: string | undefined) => Authorized | Promise<Authorized>
   readiness(): Promise<Readiness>
 }
 
@@ -246,6 +251,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       ctx.path = normalized.path
       ctx.query = q < 0 ? '' : url.slice(q)
       if (builtin(req, res, ctx)) return
+      const agentRoute = deps.agentRoute?.(ctx.path)
+      if (agentRoute !== undefined) {
+        agentApi(req, res, ctx, agentRoute)
+        return
+      }
 
       const match = matchChannel(ctx.config, ctx.path)
       if (match === undefined) {
@@ -309,27 +319,134 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       return
     }
     ctx.principal = principal
-    // Stage 5, authorize: after authentication, so roles come from a proven principal. An agent
-    // needs the channel in its token's scope; a rule mapping methods to roles requires one of the
-    // roles listed for this method.
+    // Stage 5, authorize: after authentication, so roles come from a proven principal. A rule
+    // mapping methods to roles requires one of the roles listed for this method; an agent also
+    // needs the channel in its token's scope and a policy allowing the call.
     const channel = match.channel
-    if (principal.kind === 'agent' && !hasChannelScope(principal, channel.name)) {
-      fail(
-        req,
-        res,
-        ctx,
-        new GatewayError('forbidden', `The token's scope does not include channel:${channel.name}.`, {
-          details: { requiredScope: `channel:${channel.name}` },
-        }),
-      )
-      return
-    }
     const required = ctx.rule!.roles?.get(ctx.method)
     if (required !== undefined && !required.some((role) => principal.roles.includes(role))) {
       fail(req, res, ctx, new GatewayError('forbidden', undefined, { details: { requiredRoles: required } }))
       return
     }
+    if (principal.kind !== 'agent') {
+      proceed(req, res, ctx, match)
+      return
+    }
+    let authorized: Authorized | Promise<Authorized>
+    try {
+      authorized = authorizeChannel(req, ctx, principal, channel.name)
+    } catch (err) {
+      fail(req, res, ctx, toGatewayError(err))
+      return
+    }
+    if (authorized instanceof Promise) {
+      authorized.then(
+        (outcome) => afterAuthorize(req, res, ctx, match, outcome),
+        (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
+      )
+    } else {
+      afterAuthorize(req, res, ctx, match, authorized)
+    }
+  }
+
+  function authorizeChannel(
+    req: IncomingMessage,
+    ctx: RequestContext,
+    principal: Principal,
+    channel: string,
+  ): Authorized | Promise<Authorized> {
+    const claims = principal.claims ?? {}
+    const scope = typeof claims['scope'] === 'string' ? claims['scope'] : ''
+    if (deps.authorize === undefined || principal.agent === undefined) {
+      if (!scopeHas(scope, `channel:${channel}`)) {
+        throw new GatewayError('forbidden', `The token's scope does not include channel:${channel}.`, {
+          details: { reason: 'scope_missing', requiredScope: `channel:${channel}` },
+        })
+      }
+      return { kind: 'proceed', decision: undefined as never, filter: null, rule: null }
+    }
+    return deps.authorize(
+      {
+        agent: principal.agent,
+        scope,
+        intent: typeof claims['intent'] === 'string' ? claims['intent'] : undefined,
+        claims,
+        target: { kind: 'channel', channel, path: ctx.remainder, method: ctx.method },
+        args: ctx.query === '' ? {} : Object.fromEntries(new URLSearchParams(ctx.query)),
+        request: { method: ctx.method, path: ctx.path, bytes: requestBytes(req), ip: ctx.clientIp },
+        now: Date.now(),
+      },
+      typeof req.headers['x-approval-id'] === 'string' ? req.headers['x-approval-id'] : undefined,
+    )
+  }
+
+  function afterAuthorize(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    match: ChannelMatch,
+    outcome: Authorized,
+  ): void {
+    if (outcome.kind === 'parked') {
+      const { approval } = outcome
+      // The body was not read: the connection cannot carry another request.
+      if (!req.complete) res.shouldKeepAlive = false
+      sendJson(
+        res,
+        ctx,
+        202,
+        {
+          approvalId: approval.id,
+          status: approval.status,
+          expiresAt: new Date(approval.expiresAt).toISOString(),
+          policy: approval.policy,
+          rule: approval.rule,
+          poll: `/v1/approvals/${approval.id}`,
+        },
+        { location: `/v1/approvals/${approval.id}` },
+      )
+      record(ctx, ctx.rule!.logging)
+      return
+    }
     proceed(req, res, ctx, match)
+  }
+
+  // The agent API (tool calls, approval polls): authenticated like a channel, answered as JSON.
+  function agentApi(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, route: AgentRoute): void {
+    ctx.route = route.label
+    if (!route.methods.includes(ctx.method)) {
+      fail(
+        req,
+        res,
+        ctx,
+        new GatewayError('method_not_allowed', undefined, { headers: { allow: route.methods.join(', ') } }),
+      )
+      return
+    }
+    const answer = (principal: Principal | undefined): Promise<JsonAnswer> => {
+      if (principal === undefined) {
+        throw new GatewayError('unauthenticated', undefined, {
+          headers: { 'www-authenticate': 'Bearer, DPoP' },
+        })
+      }
+      ctx.principal = principal
+      return route.handle(req, ctx, principal)
+    }
+    let pending: Promise<JsonAnswer>
+    try {
+      const found = authenticate(req, ctx)
+      pending = found instanceof Promise ? found.then(answer) : answer(found)
+    } catch (err) {
+      fail(req, res, ctx, toGatewayError(err))
+      return
+    }
+    pending.then(
+      (result) => {
+        sendJson(res, ctx, result.status, result.body, result.headers)
+        record(ctx, true)
+      },
+      (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
+    )
   }
 
   // Stage 7, call, and stage 8, respond: streamed by the proxy.

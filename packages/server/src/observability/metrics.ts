@@ -19,6 +19,10 @@ export interface Metrics {
   configReload(result: 'success' | 'failure'): void
   /** One access token issued, by grant (jwt-bearer, token-exchange, admin). */
   tokenIssued(grant: string): void
+  /** One policy decision: allow, deny or approval_required, with its stable reason. */
+  policyDecision(decision: string, reason: string): void
+  /** A call refused by a quota or the loop guard (kind: calls, tokens, repeats). */
+  quotaRefused(kind: 'calls' | 'tokens' | 'repeats'): void
   /** Report `read()` as the in-flight gauge at each scrape. */
   trackInflight(read: () => number): void
 }
@@ -57,6 +61,19 @@ export function createMetrics(): Metrics {
     name: 'runr_tokens_issued_total',
     help: 'Access tokens issued, by grant (jwt-bearer, token-exchange, admin).',
     labelNames: ['grant'] as const,
+    registers: [registry],
+  })
+  const decisions = hotCounter(
+    registry,
+    'runr_policy_decisions_total',
+    'Policy decisions, by decision (allow, deny, approval_required) and reason.',
+    ['decision', 'reason'],
+  )
+  const decisionSeries = new Map<string, CounterSeries>()
+  const quotaRefusals = new Counter({
+    name: 'runr_quota_exceeded_total',
+    help: 'Calls refused by a quota or the loop guard, by kind (calls, tokens, repeats).',
+    labelNames: ['kind'] as const,
     registers: [registry],
   })
   let readInflight = (): number => 0
@@ -109,6 +126,18 @@ export function createMetrics(): Metrics {
     },
     tokenIssued(grant) {
       tokensIssued.labels(grant).inc()
+    },
+    policyDecision(decision, reason) {
+      const key = `${decision} ${reason}`
+      let series = decisionSeries.get(key)
+      if (series === undefined) {
+        series = decisions.series(decision, reason)
+        decisionSeries.set(key, series)
+      }
+      series.inc()
+    },
+    quotaRefused(kind) {
+      quotaRefusals.labels(kind).inc()
     },
     trackInflight(read) {
       readInflight = read

@@ -1,0 +1,76 @@
+/**
+ * The tool framework (DESIGN §6): a tool is an adapter with typed actions. Each action declares a
+ * TypeBox schema for its parameters (validated before anything else happens), whether repeating it
+ * is harmless, and how to run it against the upstream with the secret the agent never sees.
+ */
+import type { TSchema } from 'typebox'
+import type { Dispatcher } from 'undici'
+
+/** One tool's settings from the config file's `tools` block, defaults applied. */
+export interface ToolSettings {
+  /** The upstream origin and base path, no trailing slash. */
+  url: string
+  /** The secret store entry that holds the credential; undefined for tools that need none. */
+  secret: string | undefined
+  timeoutMs: number
+  /** Tool-specific settings (http_fetch: maxBytes, maxRedirects, allowNetworks). */
+  options: Readonly<Record<string, unknown>>
+}
+
+/** A request to the tool's upstream, relative to its `url`. */
+export interface UpstreamRequest {
+  method: 'GET' | 'POST' | 'HEAD'
+  /** Path and query below the tool's url, starting with `/`. */
+  path: string
+  headers?: Record<string, string>
+  body?: string
+}
+
+export interface UpstreamAnswer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  /** Parsed JSON when the answer said it was JSON and parsed; else undefined. */
+  json: unknown
+  text: string
+}
+
+export interface ToolCallContext<P> {
+  params: P
+  /** The resolved credential (the agent's override, else the tool-wide value). */
+  secret: string | undefined
+  settings: ToolSettings
+  /** Aborted when the client goes away or the call times out. */
+  signal: AbortSignal
+  /** Calls the tool's upstream through its keep-alive pool. */
+  upstream(request: UpstreamRequest): Promise<UpstreamAnswer>
+  /** Headers to pass upstream for tracing: traceparent, x-correlation-id. */
+  traceHeaders: Record<string, string>
+}
+
+export interface ToolResult {
+  data: unknown
+  upstreamStatus: number
+  /** LLM usage, counted against `quota.tokens`. */
+  usage?: { promptTokens: number; completionTokens: number }
+}
+
+export interface ToolAction<P = unknown> {
+  description: string
+  params: TSchema
+  /** Safe to repeat (retries, caching); false for actions with effects, like sending mail. */
+  idempotent: boolean
+  execute(call: ToolCallContext<P>): Promise<ToolResult>
+}
+
+export interface ToolDefinition {
+  name: string
+  description: string
+  /** Where the real API lives; the config's `tools.NAME.url` overrides it. */
+  defaultUrl: string
+  /** The secret name used when the config names none; undefined: the tool needs no credential. */
+  defaultSecret: string | undefined
+  actions: Readonly<Record<string, ToolAction>>
+}
+
+/** The keep-alive pool per tool url, shared by calls. */
+export type DispatcherFor = (origin: string) => Dispatcher
