@@ -172,7 +172,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     logger: log,
     authenticators,
     routes,
-    agentRoute: createAgentRoutes({ tools: builtinTools, enforcer, policies, secrets, store: opened.store }),
+    agentRoute: createAgentRoutes({
+      tools: builtinTools,
+      enforcer,
+      policies,
+      secrets,
+      store: opened.store,
+      onError: (err) => log.error({ err }, 'tool usage accounting failed'),
+    }),
     authorize: (input, approvalId) => enforcer.authorize(input, approvalId),
     readiness,
   })

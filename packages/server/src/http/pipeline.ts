@@ -50,6 +50,16 @@ export interface PublicRoute {
   handle(req: IncomingMessage, ctx: RequestContext): Promise<JsonAnswer>
 }
 
+/**
+ * An answer streamed as it arrives (an upstream's server-sent events): written chunk by chunk with
+ * backpressure; when the client goes away the iteration stops, which aborts the upstream.
+ */
+export interface StreamAnswer {
+  status: number
+  headers: Record<string, string>
+  stream: AsyncIterable<Uint8Array>
+}
+
 export interface JsonAnswer {
   status: number
   body: unknown
@@ -423,7 +433,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       )
       return
     }
-    const answer = (principal: Principal | undefined): Promise<JsonAnswer> => {
+    const answer = (principal: Principal | undefined): Promise<JsonAnswer | StreamAnswer> => {
       if (principal === undefined) {
         throw new GatewayError('unauthenticated', undefined, {
           headers: { 'www-authenticate': 'Bearer, DPoP' },
@@ -432,7 +442,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       ctx.principal = principal
       return route.handle(req, ctx, principal)
     }
-    let pending: Promise<JsonAnswer>
+    let pending: Promise<JsonAnswer | StreamAnswer>
     try {
       const found = authenticate(req, ctx)
       pending = found instanceof Promise ? found.then(answer) : answer(found)
@@ -442,10 +452,64 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     pending.then(
       (result) => {
+        if ('stream' in result) {
+          sendStream(res, ctx, result)
+          return
+        }
         sendJson(res, ctx, result.status, result.body, result.headers)
         record(ctx, true)
       },
       (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
+    )
+  }
+
+  function sendStream(res: ServerResponse, ctx: RequestContext, answer: StreamAnswer): void {
+    const headers: Record<string, string> = {
+      ...answer.headers,
+      'cache-control': 'no-store',
+      'x-correlation-id': ctx.correlationId,
+    }
+    const idHeader = requestIdHeaderFor(ctx, answer.status)
+    if (idHeader !== undefined) headers[idHeader] = ctx.requestId
+    ctx.status = answer.status
+    res.writeHead(answer.status, headers)
+    const iterator = answer.stream[Symbol.asyncIterator]()
+    let closed = false
+    res.once('close', () => {
+      closed = true
+    })
+    const pump = async (): Promise<void> => {
+      try {
+        while (!closed) {
+          const next = await iterator.next()
+          if (next.done) break
+          if (!res.write(next.value) && !closed) {
+            await new Promise<void>((drained) => {
+              const done = (): void => {
+                res.off('drain', done)
+                res.off('close', done)
+                drained()
+              }
+              res.on('drain', done)
+              res.on('close', done)
+            })
+          }
+        }
+      } finally {
+        // A client that left stops the upstream: return() ends the producer's iteration.
+        if (closed) await iterator.return?.()
+      }
+      res.end()
+    }
+    pump().then(
+      () => record(ctx, true),
+      (err: unknown) => {
+        // Headers are gone: all that is left is to cut the stream so the client sees it broke.
+        ctx.errorCode = toGatewayError(err).code
+        deps.logger.warn({ requestId: ctx.requestId, err }, 'stream failed')
+        res.destroy()
+        record(ctx, true)
+      },
     )
   }
 

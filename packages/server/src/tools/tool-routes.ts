@@ -11,7 +11,7 @@ import type { CompiledConfig } from '../config/compile.ts'
 import { schemaProblems } from '../config/load.ts'
 import { GatewayError } from '../errors/gateway-error.ts'
 import type { Principal, RequestContext } from '../http/context.ts'
-import type { JsonAnswer } from '../http/pipeline.ts'
+import type { JsonAnswer, StreamAnswer } from '../http/pipeline.ts'
 import { readBody } from '../http/read-body.ts'
 import type { Authorized, PolicyEnforcer } from '../policy/enforcer.ts'
 import { checkArgsShape } from '../policy/guards/args-shape.ts'
@@ -31,7 +31,7 @@ export interface AgentRoute {
   readonly methods: readonly string[]
   /** The route label for logs and metrics (never the raw path: ids would explode the labels). */
   readonly label: string
-  handle(req: IncomingMessage, ctx: RequestContext, principal: Principal): Promise<JsonAnswer>
+  handle(req: IncomingMessage, ctx: RequestContext, principal: Principal): Promise<JsonAnswer | StreamAnswer>
 }
 
 export interface ToolRouteDeps {
@@ -42,6 +42,8 @@ export interface ToolRouteDeps {
   store: Store
   /** Largest upstream answer read, bytes. */
   maxAnswerBytes?: number
+  /** Failures off the request path (usage accounting after a stream). */
+  onError?: (err: unknown) => void
 }
 
 const maxArgsDepth = 32
@@ -148,7 +150,7 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
     principal: Principal,
     toolName: string,
     actionName: string,
-  ): Promise<JsonAnswer> {
+  ): Promise<JsonAnswer | StreamAnswer> {
     const agent = agentOf(principal)
     const tool = deps.tools.get(toolName)
     const action = tool?.actions[actionName]
@@ -220,29 +222,52 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
 
     // The call dies with the client: a disconnect aborts the upstream request.
     const abort = new AbortController()
-    const onClose = (): void => {
-      if (!req.complete || !req.socket.writable) abort.abort()
-    }
+    const onClose = (): void => abort.abort()
     req.socket.once('close', onClose)
+    const detach = (): void => {
+      req.socket.off('close', onClose)
+    }
+    const trace = {
+      traceparent: `00-${ctx.traceId}-${ctx.spanId}-${ctx.traceFlags}`,
+      'x-correlation-id': ctx.correlationId,
+    }
     const started = performance.now()
+    let streaming = false
     try {
       const result = await action.execute({
         params,
         secret,
         settings,
         signal: abort.signal,
-        traceHeaders: {
-          traceparent: `00-${ctx.traceId}-${ctx.spanId}-${ctx.traceFlags}`,
-          'x-correlation-id': ctx.correlationId,
+        traceHeaders: trace,
+        upstream: (request) => callUpstream(settings, request, abort.signal, trace),
+        reportUsage: (usage) => {
+          deps.enforcer
+            .recordTokens(outcome.rule, agent.id, usage.promptTokens + usage.completionTokens)
+            .catch((err: unknown) => deps.onError?.(err))
         },
-        upstream: (request) =>
-          callUpstream(settings, request, abort.signal, {
-            traceparent: `00-${ctx.traceId}-${ctx.spanId}-${ctx.traceFlags}`,
-            'x-correlation-id': ctx.correlationId,
-          }),
       })
       const durationMs = performance.now() - started
       ctx.upstreamMs = durationMs
+      if ('stream' in result) {
+        // Redaction needs the whole answer; a stream would pass the unredacted parts on.
+        if (outcome.filter !== null) {
+          await result.stream[Symbol.asyncIterator]().return?.()
+          throw new GatewayError(
+            'policy_denied',
+            'A response filter applies to this call: call it without streaming.',
+            {
+              details: { reason: 'stream_filtered', rule: outcome.rule?.id ?? null },
+            },
+          )
+        }
+        streaming = true
+        return {
+          status: result.upstreamStatus,
+          headers: result.headers,
+          stream: detachAfter(result.stream, detach),
+        }
+      }
       if (result.usage !== undefined) {
         await deps.enforcer.recordTokens(
           outcome.rule,
@@ -267,7 +292,7 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
         },
       }
     } finally {
-      req.socket.off('close', onClose)
+      if (!streaming) detach()
     }
   }
 
@@ -339,6 +364,15 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
       return approvalPoll(id)
     }
     return undefined
+  }
+}
+
+/** Pass a stream through, and run `done` once it ends however it ends. */
+async function* detachAfter(stream: AsyncIterable<Uint8Array>, done: () => void): AsyncIterable<Uint8Array> {
+  try {
+    yield* stream
+  } finally {
+    done()
   }
 }
 

@@ -45,14 +45,28 @@ export interface ToolCallContext<P> {
   upstream(request: UpstreamRequest): Promise<UpstreamAnswer>
   /** Headers to pass upstream for tracing: traceparent, x-correlation-id. */
   traceHeaders: Record<string, string>
+  /** Count LLM usage learnt while streaming (the final usage chunk) against `quota.tokens`. */
+  reportUsage(usage: LlmUsage): void
 }
 
-export interface ToolResult {
-  data: unknown
-  upstreamStatus: number
-  /** LLM usage, counted against `quota.tokens`. */
-  usage?: { promptTokens: number; completionTokens: number }
+export interface LlmUsage {
+  promptTokens: number
+  completionTokens: number
 }
+
+export type ToolResult =
+  | {
+      data: unknown
+      upstreamStatus: number
+      /** LLM usage, counted against `quota.tokens`. */
+      usage?: LlmUsage
+    }
+  | {
+      /** Passed to the agent as it arrives (server-sent events), with these headers. */
+      stream: AsyncIterable<Uint8Array>
+      headers: Record<string, string>
+      upstreamStatus: number
+    }
 
 export interface ToolAction<P = unknown> {
   description: string
