@@ -97,8 +97,13 @@ export function secretAdminRoutes(deps: {
   secrets: SecretService
   agents: Pick<AgentStore, 'get' | 'getByName'>
   masterKey: MasterKeySource
+  /**
+   * Runs after a rotation that changed what seals the secrets, e.g. a signing-key rotation, so the
+   * signing keys too are soon sealed only under the new master key.
+   */
+  onMasterRotated?: () => Promise<unknown>
 }) {
-  const { secrets, agents, masterKey } = deps
+  const { secrets, agents, masterKey, onMasterRotated } = deps
   const findAgent = async (ref: string) => (await agents.get(ref)) ?? (await agents.getByName(ref))
 
   return (app: FastifyInstance): void => {
@@ -142,26 +147,46 @@ export function secretAdminRoutes(deps: {
       },
     )
 
-    app.post('/v1/secrets/rotate-master', { schema: { body: Rotate } }, async (request, reply) => {
-      const body = (request.body ?? {}) as Static<typeof Rotate>
-      let key: Buffer | undefined
-      if (body.key !== undefined) {
-        try {
-          key = parseMasterKey(body.key)
-        } catch (err) {
-          // parseMasterKey's message describes the format and never repeats the text.
-          throw new GatewayError('bad_request', `key: ${(err as Error).message}`)
+    app.post(
+      '/v1/secrets/rotate-master',
+      {
+        schema: { body: Rotate },
+        // `curl -X POST` sends no body at all: that is the same request as `{}`.
+        preValidation: async (request) => {
+          request.body ??= {}
+        },
+      },
+      async (request, reply) => {
+        const body = request.body as Static<typeof Rotate>
+        let key: Buffer | undefined
+        if (body.key !== undefined) {
+          try {
+            key = parseMasterKey(body.key)
+          } catch (err) {
+            // parseMasterKey's message describes the format and never repeats the text.
+            throw new GatewayError('bad_request', `key: ${(err as Error).message}`)
+          }
         }
-      }
-      const rotation = await secrets.rotateMaster(key)
-      reply.header('cache-control', 'no-store')
-      return {
-        keyId: rotation.keyId,
-        previousKeyId: rotation.previousKeyId,
-        resealed: rotation.resealed,
-        ...(rotation.keyFile === undefined ? {} : { keyFile: rotation.keyFile }),
-        next: nextSteps(masterKey, rotation),
-      }
-    })
+        const rotation = await secrets.rotateMaster(key)
+        const next = nextSteps(masterKey, rotation)
+        if (
+          onMasterRotated !== undefined &&
+          (rotation.keyId !== rotation.previousKeyId || rotation.resealed > 0)
+        ) {
+          // The secrets are carried over already: a failure here must not read as a failed rotation.
+          await onMasterRotated().catch((err: unknown) => {
+            next.push(`The follow-up step failed (${(err as Error).message}); run \`4runr keys rotate\`.`)
+          })
+        }
+        reply.header('cache-control', 'no-store')
+        return {
+          keyId: rotation.keyId,
+          previousKeyId: rotation.previousKeyId,
+          resealed: rotation.resealed,
+          ...(rotation.keyFile === undefined ? {} : { keyFile: rotation.keyFile }),
+          next,
+        }
+      },
+    )
   }
 }
