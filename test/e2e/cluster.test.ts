@@ -45,7 +45,16 @@ describe('two gateway processes on one Postgres and Redis', () => {
       redis: { url: serviceUrls.redis, prefix },
       systems: { up: { kind: 'http', url: upstream.url } },
       channels: [{ name: 'orders', prefix: '/orders', system: 'up', rules: [{ path: '*' }] }],
-      policies: [{ name: 'orders', agents: { all: true }, allow: [{ channel: 'orders' }] }],
+      policies: [
+        {
+          name: 'orders',
+          agents: { all: true },
+          allow: [
+            { name: 'limited', channel: 'orders', paths: ['/limited/*'], quota: { limit: 5, period: '1h' } },
+            { channel: 'orders' },
+          ],
+        },
+      ],
     }
     const file = join(dir, '4runr.yaml')
     await writeFile(file, stringify(config))
@@ -141,5 +150,22 @@ describe('two gateway processes on one Postgres and Redis', () => {
     assert.equal((await admin(b, '/v1/revocations', { agentId: agent.id })).status, 201)
     await within(1000, async () => (await status(a, fromA)) === 401 && (await status(a, fromB)) === 401)
     assert.equal(await status(b, fromA), 401)
+  })
+  it('shares a quota between the two processes through Redis: exactly the limit is admitted', async (t) => {
+    if (!available) return t.skip('postgres or redis not running')
+    const created = (await (await admin(a, '/v1/agents', { name: `quota-${suffix}` })).json()) as {
+      id: string
+      kid: string
+      privateKeyJwk: TestAgentKey['privateKeyJwk']
+    }
+    const agent = { id: created.id, kid: created.kid, privateKeyJwk: created.privateKeyJwk }
+    const token = await tokenFrom(a, agent)
+    await within(2000, async () => (await status(b, token)) === 200)
+    const limited = async (g: Started) =>
+      (await fetch(`${g.publicUrl}/orders/limited/x`, { headers: { authorization: `Bearer ${token}` } }))
+        .status
+    const statuses = await Promise.all(Array.from({ length: 12 }, (_, i) => limited(i % 2 === 0 ? a : b)))
+    assert.equal(statuses.filter((s) => s === 200).length, 5, JSON.stringify(statuses))
+    assert.equal(statuses.filter((s) => s === 429).length, 7)
   })
 })

@@ -22,6 +22,31 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, cwd = root) 
   })
 }
 
+/**
+ * Run a `4runr` command without blocking this process: needed when the gateway it talks to runs
+ * in the test process itself (spawnSync would stop the gateway's event loop and hang both).
+ */
+export function runCliAsync(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  cwd = root,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', tsx, cli, ...args], {
+    cwd,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8')
+  })
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString('utf8')
+  })
+  return new Promise((done) => child.once('close', (status) => done({ status, stdout, stderr })))
+}
+
 export interface Started {
   child: ChildProcess
   publicUrl: string

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import { Command } from 'commander'
 import { configCheck } from './config-check.ts'
 import { agentCreate, CliError, type CliIo, keysRotate, tokenGet, tokenRevoke } from './identity-commands.ts'
+import { type PolicyTestOptions, policyTest } from './policy-commands.ts'
 import { secretsDelete, secretsList, secretsRotateMaster, secretsSet } from './secret-commands.ts'
 import { startCommand } from './start.ts'
 
@@ -140,5 +141,24 @@ secrets
   .option('--key-stdin', 'read the new master key (32 bytes in base64) from stdin')
   .option(...adminOption)
   .action(run((opts: Parameters<typeof secretsRotateMaster>[1]) => secretsRotateMaster(secretsIo, opts)))
+
+const policy = program.command('policy').description('policies (needs RUNR_ADMIN_KEY)')
+policy
+  .command('test')
+  .description(
+    'explain how the running gateway would decide a call: decision, deciding rule, and why other rules did not match',
+  )
+  .requiredOption('--agent <agent>', 'agent name or id')
+  .option('--tool <tool>', 'the tool called')
+  .option('--action <action>', 'the tool action')
+  .option('--channel <channel>', 'or a channel')
+  .option('--path <path>', 'channel-relative path (default /)')
+  .option('--method <method>', 'channel method (default GET)')
+  .option('--args <json>', 'the call arguments as JSON')
+  .option('--intent <intent>', 'the token intent')
+  .option('--scope <scope>', 'the token scope (default: not checked)')
+  .option('--json', 'print the whole answer')
+  .option(...adminOption)
+  .action(run((opts: PolicyTestOptions) => policyTest(io, opts)))
 
 await program.parseAsync()
