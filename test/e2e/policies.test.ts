@@ -158,7 +158,7 @@ describe('policies on a running gateway', () => {
     assert.equal(res.status, 400)
     const body = (await res.json()) as ErrorBody
     assert.equal(body.error.code, 'bad_request')
-    const paths = (body.error.details?.['problems'] as { path: string }[]).map((p) => p.path)
+    const paths = (body.error.details!['problems'] as { path: string }[]).map((p) => p.path)
     assert.ok(paths.includes('allow[0].when'), JSON.stringify(paths))
     assert.ok(
       paths.some((p) => p.startsWith('allow[1].timeWindows[0]')),
