@@ -27,6 +27,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { type ExchangeResult, type LoadResult, runFixedRate, runTokenExchange, runWrk } from './load.ts'
+import { formatPolicyDecision, measurePolicyDecision, POLICY_MEDIAN_LIMIT_US } from './policy-decision.ts'
 import { detectPinning, hasCommand, killAllNow, type Pinning, ROOT, stopAll } from './proc.ts'
 import {
   acceptanceChecks,
@@ -269,8 +270,17 @@ async function main(): Promise<number> {
 
   const tokenExchange = await measureTokenExchange(live, all, pinning)
 
+  // In process and CPU-bound: measured after the load runs, while the targets sit idle.
+  const policyDecision = measurePolicyDecision()
   const rows = buildRows(all)
-  const checks = acceptanceChecks(rows)
+  const checks = [
+    ...acceptanceChecks(rows),
+    {
+      name: `policy decision median under ${POLICY_MEDIAN_LIMIT_US} µs (1,000 policies, 10,000 agents, CEL guard)`,
+      pass: policyDecision.medianUs < POLICY_MEDIAN_LIMIT_US,
+      detail: `${policyDecision.medianUs.toFixed(2)} µs (p99 ${policyDecision.p99Us.toFixed(2)} µs)`,
+    },
+  ]
   log()
   log(`medians over ${params.rounds} round(s); latencies in ms; fixed rate = ${params.rate} requests/s`)
   log(formatTable(rows))
@@ -281,6 +291,7 @@ async function main(): Promise<number> {
       ? `token exchange: skipped (${tokenExchange.skipped})`
       : formatExchange(tokenExchange),
   )
+  log(formatPolicyDecision(policyDecision))
   log()
   for (const c of checks) log(formatCheck(c))
 
@@ -289,7 +300,7 @@ async function main(): Promise<number> {
   const file = join(resultsDir, 'latest.json')
   writeFileSync(
     file,
-    `${JSON.stringify({ machine, parameters: params, rows, tokenExchange, checks }, null, 2)}\n`,
+    `${JSON.stringify({ machine, parameters: params, rows, tokenExchange, policyDecision, checks }, null, 2)}\n`,
   )
   log()
   log(`wrote ${file}`)
