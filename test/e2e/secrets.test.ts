@@ -8,10 +8,11 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { parse, stringify } from 'yaml'
 import { masterKeyId } from '../../packages/server/src/secrets/master-keys.ts'
 import { cli, demoConfigIn, root, type Started, startGatewayProcess, tsx } from '../support/process.ts'
 
@@ -30,6 +31,12 @@ function cliWith(args: string[], env: NodeJS.ProcessEnv, input = '') {
   })
 }
 
+/** Gateways still running: a failed assertion must not leave one behind to hold the run open. */
+const running = new Set<Started>()
+after(() => {
+  for (const gw of running) gw.child.kill('SIGKILL')
+})
+
 /** `4runr start` with everything it writes to stdout and stderr kept. */
 async function start(file: string, env: NodeJS.ProcessEnv, cwd: string) {
   const gw = await startGatewayProcess(
@@ -37,6 +44,7 @@ async function start(file: string, env: NodeJS.ProcessEnv, cwd: string) {
     { RUNR_ADMIN_KEY: adminKey, RUNR_LOG_LEVEL: 'trace', ...env },
     cwd,
   )
+  running.add(gw)
   let stdout = ''
   gw.child.stdout!.on('data', (chunk: Buffer) => {
     stdout += chunk.toString('utf8')
@@ -52,7 +60,9 @@ async function start(file: string, env: NodeJS.ProcessEnv, cwd: string) {
 
 async function stop(gw: Started): Promise<void> {
   gw.child.kill('SIGTERM')
-  assert.equal(await gw.exited, 0)
+  const code = await gw.exited
+  running.delete(gw)
+  assert.equal(code, 0)
 }
 
 /** Start a gateway that is expected to refuse to start; returns what it said. */
@@ -215,13 +225,16 @@ describe('secrets through the CLI and the admin API, with the master key in the 
   })
 })
 
-describe('rotating a master key that comes from RUNR_MASTER_KEY', () => {
+describe('rotating a master key that comes from the config (secrets.masterKey)', () => {
   let dir: string
   let file: string
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'runr-e2e-secrets-env-'))
+    dir = await mkdtemp(join(tmpdir(), 'runr-e2e-secrets-config-'))
     file = await demoConfigIn(dir)
+    const config = parse(await readFile(file, 'utf8')) as Record<string, unknown>
+    config['secrets'] = { masterKey: '${env:E2E_MASTER_KEY}' }
+    await writeFile(file, stringify(config))
   })
   after(async () => {
     await rm(dir, { recursive: true, force: true })
@@ -230,26 +243,27 @@ describe('rotating a master key that comes from RUNR_MASTER_KEY', () => {
   it('re-seals under a key read from stdin, then needs that key to start', async () => {
     const oldKey = randomBytes(32).toString('base64')
     const newKey = randomBytes(32).toString('base64')
-    const { gw, cliEnv, output } = await start(file, { RUNR_MASTER_KEY: oldKey }, dir)
-    const value = canary('env')
+    const { gw, admin, cliEnv, output } = await start(file, { E2E_MASTER_KEY: oldKey }, dir)
+    const value = canary('config')
     assert.equal(cliWith(['secrets', 'set', 'gmail_token'], cliEnv, value).status, 0)
     const rotated = cliWith(['secrets', 'rotate-master', '--key-stdin'], cliEnv, `${newKey}\n`)
     assert.equal(rotated.status, 0, rotated.stderr)
     const newId = masterKeyId(Buffer.from(newKey, 'base64'))
     assert.equal(rotated.stdout.trim(), newId)
-    assert.match(rotated.stderr, /set RUNR_MASTER_KEY to the new key/)
+    assert.match(rotated.stderr, /set secrets.masterKey to the new key/)
+    const shown = [await (await admin('/v1/config')).text(), await (await admin('/metrics')).text()]
     await stop(gw)
-    const logs = output() + rotated.stdout + rotated.stderr
-    for (const secret of [value, oldKey, newKey]) assert.ok(!logs.includes(secret))
+    const everything = [output(), rotated.stdout, rotated.stderr, ...shown].join('\n')
+    for (const secret of [value, oldKey, newKey]) assert.ok(!everything.includes(secret))
 
     // Started with the old key alone, the gateway refuses: it could open neither the secrets nor
     // the signing key made after the rotation.
-    const refusal = await refusedStart(file, { RUNR_MASTER_KEY: oldKey }, dir)
+    const refusal = await refusedStart(file, { E2E_MASTER_KEY: oldKey }, dir)
     assert.match(refusal, /cannot start: the master key does not (match|open) the stored/)
     for (const secret of [value, oldKey, newKey]) assert.ok(!refusal.includes(secret))
 
     // With the new key (and the old one for what it still sealed), it starts.
-    const again = await start(file, { RUNR_MASTER_KEY: newKey, RUNR_PREVIOUS_MASTER_KEY: oldKey }, dir)
+    const again = await start(file, { E2E_MASTER_KEY: newKey, RUNR_PREVIOUS_MASTER_KEY: oldKey }, dir)
     const listed = (await (await again.admin('/v1/secrets')).json()) as Listed
     assert.deepEqual(
       listed.secrets.map((s) => [s.name, s.keyId]),
