@@ -343,8 +343,22 @@ const Tools = Type.Object(
     http_fetch: Type.Optional(
       Type.Object(
         {
-          maxBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'largest response body read' })),
-          maxRedirects: Type.Optional(Type.Integer({ minimum: 0, description: 'redirects followed' })),
+          maxBytes: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              description: 'largest response body read, bytes (default 1 MiB); 502 above it',
+            }),
+          ),
+          maxRedirects: Type.Optional(
+            Type.Integer({ minimum: 0, description: 'redirects followed (default 3)' }),
+          ),
+          timeoutMs: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              description:
+                'deadline for the whole fetch, redirects and body included, in ms (default 30000); 504 after it',
+            }),
+          ),
           allowNetworks: Type.Optional(
             Type.Array(Type.String({ description: 'a CIDR block' }), {
               description: 'private networks that http_fetch may reach despite the SSRF guard',

@@ -1,25 +1,39 @@
 /**
- * The agent-facing API routes (DESIGN §6, §7): `POST /v1/tools/{tool}/{action}`, `GET /v1/tools`
- * and `GET /v1/approvals/{id}`. The pipeline has authenticated the agent before these run; a tool
- * call then goes: parse and validate the parameters (every problem at once) → authorize (scope and
- * policy, quota, loop guard, approval) → resolve the secret → call the upstream → redact → answer.
+ * The agent-facing API routes (DESIGN §6, §7): `POST /v1/tools/{tool}/{action}`, `GET /v1/tools`,
+ * `GET /v1/approvals/{id}`, the OpenAI passthrough `/v1/openai/*` and the compatibility route
+ * `POST /api/proxy-request`. The pipeline has authenticated the agent before the agent routes
+ * run (the compatibility route proves the token in its body itself); a tool call then goes:
+ * parse and validate the parameters (every problem at once) → authorize (scope and policy, quota,
+ * loop guard, approval) → resolve the secret → call the upstream → redact → answer. Validation
+ * comes before authorization so that a malformed call costs no quota and parks no approval.
  */
 import type { IncomingMessage } from 'node:http'
 import { Compile } from 'typebox/compile'
-import { Agent, type Dispatcher } from 'undici'
-import type { CompiledConfig } from '../config/compile.ts'
+import type { TokenService } from '../auth/token-service.ts'
 import { schemaProblems } from '../config/load.ts'
 import { GatewayError } from '../errors/gateway-error.ts'
 import type { Principal, RequestContext } from '../http/context.ts'
-import type { JsonAnswer, StreamAnswer } from '../http/pipeline.ts'
+import type { JsonAnswer, PublicRoute, StreamAnswer } from '../http/pipeline.ts'
 import { readBody } from '../http/read-body.ts'
+import { createDispatcherCache } from '../net/safe-fetch.ts'
 import type { Authorized, PolicyEnforcer } from '../policy/enforcer.ts'
-import { checkArgsShape } from '../policy/guards/args-shape.ts'
 import type { PolicyService } from '../policy/policy-service.ts'
-import type { AgentFacts } from '../policy/policy-set.ts'
+import type { DecisionTarget } from '../policy/policy-set.ts'
 import type { Store } from '../store/types.ts'
-import { upstreamFailure } from '../upstreams/http-proxy.ts'
-import type { ToolAction, ToolDefinition, ToolSettings, UpstreamAnswer, UpstreamRequest } from './types.ts'
+import {
+  abortOnClose,
+  agentOf,
+  type CallFacts,
+  checkShape,
+  detachAfter,
+  parkedAnswer,
+  parseJsonObject,
+  toolSettings,
+  traceHeadersOf,
+} from './call-helpers.ts'
+import { createOpenAIPassthrough } from './openai-passthrough.ts'
+import type { ParamProblem, ToolAction, ToolDefinition, ToolSettings } from './types.ts'
+import { createUpstreamClient } from './upstream-client.ts'
 
 /** Finds a credential by secret name: the agent's own value first, else the tool-wide one. */
 export interface SecretResolver {
@@ -46,29 +60,20 @@ export interface ToolRouteDeps {
   onError?: (err: unknown) => void
 }
 
-const maxArgsDepth = 32
-const maxArgsNodes = 10_000
+/** Verifies a bare access token: what `/api/proxy-request` needs of the token service. */
+export type BodyTokenVerifier = Pick<TokenService, 'authenticate'>
 
-/** Settings of `tool` from the running config, defaults applied. */
-export function toolSettings(config: CompiledConfig, tool: ToolDefinition): ToolSettings {
-  const raw = (config.raw.tools as Record<string, Record<string, unknown> | undefined> | undefined)?.[
-    tool.name
-  ]
-  const url = typeof raw?.['url'] === 'string' ? raw['url'] : tool.defaultUrl
-  const secret = typeof raw?.['secret'] === 'string' ? raw['secret'] : tool.defaultSecret
-  const timeoutMs = raw?.['timeoutMs']
-  return {
-    url: url.replace(/\/+$/, ''),
-    secret,
-    timeoutMs: typeof timeoutMs === 'number' ? timeoutMs : 30_000,
-    options: raw ?? {},
-  }
-}
-
-function agentOf(principal: Principal): AgentFacts {
-  if (principal.kind !== 'agent' || principal.agent === undefined)
-    throw new GatewayError('forbidden', 'Tools are called by agents with an agent token.')
-  return principal.agent
+/** The tool routes and what they hold open. */
+export interface ToolService {
+  /** The agent routes by normalised path (tool calls and list, approval polls, OpenAI passthrough). */
+  agentRoute(path: string): AgentRoute | undefined
+  /**
+   * `POST /api/proxy-request {agent_token, tool, action, params}`: the tool route for clients of
+   * the original 4Runr API, which send the token in the body. Register it as a public route.
+   */
+  proxyRequestRoute(tokens: BodyTokenVerifier): PublicRoute
+  /** Close the upstream keep-alive pools (let calls in flight finish). */
+  close(): Promise<void>
 }
 
 function headerText(req: IncomingMessage, name: string): string | undefined {
@@ -76,24 +81,12 @@ function headerText(req: IncomingMessage, name: string): string | undefined {
   return typeof value === 'string' ? value : undefined
 }
 
-/** Read a bounded upstream body; too big is an upstream error, never an unbounded buffer. */
-async function readAnswer(body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length
-    if (size > limit) {
-      body.destroy()
-      throw new GatewayError('upstream_error', `The upstream answer is larger than ${limit} bytes.`)
-    }
-    chunks.push(chunk as Buffer)
-  }
-  return Buffer.concat(chunks, size)
-}
-
-export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentRoute | undefined {
-  const maxAnswerBytes = deps.maxAnswerBytes ?? 10 * 1024 * 1024
-  const dispatcher = new Agent({ connections: 128, keepAliveTimeout: 4_000, pipelining: 1 })
+/** Build the tool routes: `agentRoute` for the pipeline, `proxyRequestRoute` for the public routes. */
+export function createToolService(deps: ToolRouteDeps): ToolService {
+  const client = createUpstreamClient(
+    deps.maxAnswerBytes === undefined ? {} : { maxAnswerBytes: deps.maxAnswerBytes },
+  )
+  const dispatchers = createDispatcherCache()
   const validators = new WeakMap<ToolAction, ReturnType<typeof Compile>>()
   const validatorFor = (action: ToolAction) => {
     let compiled = validators.get(action)
@@ -104,133 +97,94 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
     return compiled
   }
 
-  async function callUpstream(
-    settings: ToolSettings,
-    request: UpstreamRequest,
-    signal: AbortSignal,
-    traceHeaders: Record<string, string>,
-  ): Promise<UpstreamAnswer> {
-    let response: Dispatcher.ResponseData
-    try {
-      response = await dispatcher.request({
-        origin: new URL(settings.url).origin,
-        path: new URL(settings.url).pathname.replace(/\/$/, '') + request.path,
-        method: request.method,
-        headers: { ...traceHeaders, accept: 'application/json', ...request.headers },
-        body: request.body,
-        signal,
-        headersTimeout: settings.timeoutMs,
-        bodyTimeout: settings.timeoutMs,
-      })
-    } catch (err) {
-      throw upstreamError(err)
-    }
-    let buffer: Buffer
-    try {
-      buffer = await readAnswer(response.body, maxAnswerBytes)
-    } catch (err) {
-      throw upstreamError(err)
-    }
-    const text = buffer.toString('utf8')
-    const type = String(response.headers['content-type'] ?? '').toLowerCase()
-    let json: unknown
-    if (type.includes('json')) {
-      try {
-        json = JSON.parse(text)
-      } catch {
-        json = undefined
-      }
-    }
-    return { status: response.statusCode, headers: response.headers, json, text }
+  function authorize(
+    facts: CallFacts,
+    target: DecisionTarget,
+    args: unknown,
+    bytes: number,
+  ): Authorized | Promise<Authorized> {
+    const claims = facts.principal.claims ?? {}
+    return deps.enforcer.authorize(
+      {
+        agent: facts.agent,
+        scope: typeof claims['scope'] === 'string' ? claims['scope'] : '',
+        intent: typeof claims['intent'] === 'string' ? claims['intent'] : undefined,
+        claims,
+        target,
+        args,
+        request: { method: facts.ctx.method, path: facts.ctx.path, bytes, ip: facts.ctx.clientIp },
+        now: Date.now(),
+      },
+      headerText(facts.req, 'x-approval-id'),
+    )
   }
 
-  async function callTool(
-    req: IncomingMessage,
-    ctx: RequestContext,
-    principal: Principal,
-    toolName: string,
-    actionName: string,
-  ): Promise<JsonAnswer | StreamAnswer> {
-    const agent = agentOf(principal)
+  async function secretFor(settings: ToolSettings, toolName: string, agentId: string) {
+    if (settings.secret === undefined) return undefined
+    const secret = await deps.secrets.resolve(settings.secret, agentId)
+    if (secret === undefined) {
+      throw new GatewayError(
+        'tool_unavailable',
+        `Tool ${toolName} is not available: its secret "${settings.secret}" is not set.`,
+        { details: { tool: toolName, secret: settings.secret } },
+      )
+    }
+    return secret
+  }
+
+  function lookup(toolName: string, actionName: string): { tool: ToolDefinition; action: ToolAction } {
     const tool = deps.tools.get(toolName)
     const action = tool?.actions[actionName]
-    if (tool === undefined || action === undefined) {
+    if (tool === undefined || action === undefined || !Object.hasOwn(tool.actions, actionName)) {
       throw new GatewayError(
         'not_found',
         tool === undefined
           ? `No tool is named "${toolName}".`
           : `Tool ${toolName} has no action "${actionName}".`,
+        { details: { tool: toolName, action: actionName } },
       )
     }
-    const body = await readBody(req, ctx.config.gateway.bodyLimitBytes)
-    let params: unknown = {}
-    if (body.length > 0) {
-      try {
-        params = JSON.parse(body.toString('utf8'))
-      } catch {
-        throw new GatewayError('bad_request', 'The parameters are not valid JSON.')
-      }
-    }
+    return { tool, action }
+  }
+
+  async function runTool(
+    facts: CallFacts,
+    tool: ToolDefinition,
+    actionName: string,
+    action: ToolAction,
+    params: unknown,
+    bytes: number,
+    allowStream: boolean,
+  ): Promise<JsonAnswer | StreamAnswer> {
+    const { ctx, agent } = facts
     if (typeof params !== 'object' || params === null || Array.isArray(params))
       throw new GatewayError('bad_request', 'The parameters must be a JSON object.')
-    const shape = checkArgsShape(params, { maxDepth: maxArgsDepth, maxNodes: maxArgsNodes })
-    if (!shape.ok) {
-      throw new GatewayError(
-        'bad_request',
-        shape.reason === 'too_deep'
-          ? `The parameters nest deeper than ${maxArgsDepth} levels.`
-          : `The parameters hold more than ${maxArgsNodes} values.`,
-        { details: { reason: shape.reason } },
-      )
-    }
-    if (!validatorFor(action).Check(params)) {
-      const problems = schemaProblems(action.params, params)
-      throw new GatewayError('bad_request', `Invalid parameters for ${toolName}.${actionName}.`, {
+    checkShape(params)
+    let problems: ParamProblem[] = []
+    if (!validatorFor(action).Check(params)) problems = schemaProblems(action.params, params)
+    else if (action.validate !== undefined) problems = action.validate(params)
+    if (problems.length > 0) {
+      throw new GatewayError('bad_request', `Invalid parameters for ${tool.name}.${actionName}.`, {
         details: { problems },
       })
     }
+    if (!allowStream && action.streams?.(params) === true) {
+      throw new GatewayError(
+        'bad_request',
+        `This route cannot stream: call POST /v1/tools/${tool.name}/${actionName} to stream.`,
+        { details: { reason: 'stream_unsupported' } },
+      )
+    }
 
-    const claims = principal.claims ?? {}
-    const authorized: Authorized | Promise<Authorized> = deps.enforcer.authorize(
-      {
-        agent,
-        scope: typeof claims['scope'] === 'string' ? claims['scope'] : '',
-        intent: typeof claims['intent'] === 'string' ? claims['intent'] : undefined,
-        claims,
-        target: { kind: 'tool', tool: toolName, action: actionName },
-        args: params,
-        request: { method: ctx.method, path: ctx.path, bytes: body.length, ip: ctx.clientIp },
-        now: Date.now(),
-      },
-      headerText(req, 'x-approval-id'),
-    )
+    const authorized = authorize(facts, { kind: 'tool', tool: tool.name, action: actionName }, params, bytes)
     const outcome = authorized instanceof Promise ? await authorized : authorized
     if (outcome.kind === 'parked') return parkedAnswer(outcome)
 
     const settings = toolSettings(ctx.config, tool)
-    let secret: string | undefined
-    if (settings.secret !== undefined) {
-      secret = await deps.secrets.resolve(settings.secret, agent.id)
-      if (secret === undefined) {
-        throw new GatewayError(
-          'tool_unavailable',
-          `Tool ${toolName} is not available: its secret "${settings.secret}" is not set.`,
-          { details: { secret: settings.secret } },
-        )
-      }
-    }
+    const secret = await secretFor(settings, tool.name, agent.id)
 
-    // The call dies with the client: a disconnect aborts the upstream request.
-    const abort = new AbortController()
-    const onClose = (): void => abort.abort()
-    req.socket.once('close', onClose)
-    const detach = (): void => {
-      req.socket.off('close', onClose)
-    }
-    const trace = {
-      traceparent: `00-${ctx.traceId}-${ctx.spanId}-${ctx.traceFlags}`,
-      'x-correlation-id': ctx.correlationId,
-    }
+    const closing = abortOnClose(facts.req)
+    const trace = traceHeadersOf(ctx)
     const started = performance.now()
     let streaming = false
     try {
@@ -238,9 +192,11 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
         params,
         secret,
         settings,
-        signal: abort.signal,
+        signal: closing.signal,
         traceHeaders: trace,
-        upstream: (request) => callUpstream(settings, request, abort.signal, trace),
+        upstream: (request) => client.call(settings, request, closing.signal, trace),
+        upstreamStream: (request) => client.open(settings, request, closing.signal, trace),
+        dispatchers,
         reportUsage: (usage) => {
           deps.enforcer
             .recordTokens(outcome.rule, agent.id, usage.promptTokens + usage.completionTokens)
@@ -251,21 +207,25 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
       ctx.upstreamMs = durationMs
       if ('stream' in result) {
         // Redaction needs the whole answer; a stream would pass the unredacted parts on.
-        if (outcome.filter !== null) {
+        if (outcome.filter !== null || !allowStream) {
           await result.stream[Symbol.asyncIterator]().return?.()
-          throw new GatewayError(
-            'policy_denied',
-            'A response filter applies to this call: call it without streaming.',
-            {
-              details: { reason: 'stream_filtered', rule: outcome.rule?.id ?? null },
-            },
-          )
+          throw outcome.filter !== null
+            ? new GatewayError(
+                'policy_denied',
+                'A response filter applies to this call: call it without streaming.',
+                {
+                  details: { reason: 'stream_filtered', rule: outcome.rule?.id ?? null },
+                },
+              )
+            : new GatewayError('bad_request', 'This route cannot stream.', {
+                details: { reason: 'stream_unsupported' },
+              })
         }
         streaming = true
         return {
           status: result.upstreamStatus,
           headers: result.headers,
-          stream: detachAfter(result.stream, detach),
+          stream: detachAfter(result.stream, closing.dispose),
         }
       }
       if (result.usage !== undefined) {
@@ -281,7 +241,7 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
         body: {
           data,
           metadata: {
-            tool: toolName,
+            tool: tool.name,
             action: actionName,
             correlationId: ctx.correlationId,
             cached: false,
@@ -292,8 +252,22 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
         },
       }
     } finally {
-      if (!streaming) detach()
+      if (!streaming) closing.dispose()
     }
+  }
+
+  async function callTool(
+    req: IncomingMessage,
+    ctx: RequestContext,
+    principal: Principal,
+    toolName: string,
+    actionName: string,
+  ): Promise<JsonAnswer | StreamAnswer> {
+    const agent = agentOf(principal)
+    const { tool, action } = lookup(toolName, actionName)
+    const body = await readBody(req, ctx.config.gateway.bodyLimitBytes)
+    const params = parseJsonObject(body, 'The parameters')
+    return runTool({ req, ctx, principal, agent }, tool, actionName, action, params, body.length, true)
   }
 
   const list: AgentRoute = {
@@ -346,7 +320,20 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
     },
   })
 
-  return (path) => {
+  const openaiTool = deps.tools.get('openai')
+  const passthrough =
+    openaiTool === undefined
+      ? undefined
+      : createOpenAIPassthrough({
+          tool: openaiTool,
+          client,
+          authorize,
+          secretFor,
+          recordTokens: (rule, agentId, tokens) => deps.enforcer.recordTokens(rule, agentId, tokens),
+          onError: (err) => deps.onError?.(err),
+        })
+
+  function agentRoute(path: string): AgentRoute | undefined {
     if (path === '/v1/tools') return list
     if (path.startsWith('/v1/tools/')) {
       const rest = path.slice('/v1/tools/'.length).split('/')
@@ -363,35 +350,106 @@ export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentR
       if (id === '' || id.includes('/') || id.length > 128) return undefined
       return approvalPoll(id)
     }
+    if (passthrough !== undefined && path.startsWith(passthrough.prefix)) return passthrough.route(path)
     return undefined
   }
-}
 
-/** Pass a stream through, and run `done` once it ends however it ends. */
-async function* detachAfter(stream: AsyncIterable<Uint8Array>, done: () => void): AsyncIterable<Uint8Array> {
-  try {
-    yield* stream
-  } finally {
-    done()
+  function proxyRequestRoute(tokens: BodyTokenVerifier): PublicRoute {
+    return {
+      methods: ['POST'],
+      async handle(req, ctx) {
+        const body = await readBody(req, ctx.config.gateway.bodyLimitBytes)
+        const fields = parseJsonObject(body, 'The request body')
+        const token = fields['agent_token']
+        if (typeof token !== 'string' || token === '') {
+          throw new GatewayError(
+            'unauthenticated',
+            'Send the agent access token as agent_token in the body.',
+            {
+              details: { reason: 'missing_token' },
+            },
+          )
+        }
+        const principal = await principalOf(tokens, token, req, ctx)
+        ctx.principal = principal
+        const agent = agentOf(principal)
+        const problems: ParamProblem[] = []
+        for (const key of ['tool', 'action'] as const) {
+          if (typeof fields[key] !== 'string' || fields[key] === '')
+            problems.push({ path: key, message: 'expected a non-empty string' })
+        }
+        if (problems.length > 0) {
+          throw new GatewayError('bad_request', 'Name the tool and the action to call.', {
+            details: { problems },
+          })
+        }
+        const toolName = fields['tool'] as string
+        const actionName = fields['action'] as string
+        const { tool, action } = lookup(toolName, actionName)
+        const params = fields['params'] ?? {}
+        const answer = await runTool(
+          { req, ctx, principal, agent },
+          tool,
+          actionName,
+          action,
+          params,
+          body.length,
+          false,
+        )
+        return answer as JsonAnswer
+      },
+    }
   }
-}
 
-function parkedAnswer(outcome: Extract<Authorized, { kind: 'parked' }>): JsonAnswer {
-  const { approval } = outcome
   return {
-    status: 202,
-    body: {
-      approvalId: approval.id,
-      status: approval.status,
-      expiresAt: new Date(approval.expiresAt).toISOString(),
-      policy: approval.policy,
-      rule: approval.rule,
-      poll: `/v1/approvals/${approval.id}`,
+    agentRoute,
+    proxyRequestRoute,
+    async close() {
+      await Promise.all([client.close(), dispatchers.close()])
     },
-    headers: { location: `/v1/approvals/${approval.id}` },
   }
 }
 
-function upstreamError(err: unknown): GatewayError {
-  return err instanceof GatewayError ? err : upstreamFailure(err)
+/**
+ * The agent routes alone (tool calls and list, approval polls, OpenAI passthrough). Prefer
+ * `createToolService`, which also builds `/api/proxy-request` and closes the upstream pools.
+ */
+export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentRoute | undefined {
+  return createToolService(deps).agentRoute
+}
+
+/**
+ * Prove the body's token the way the header authenticator does. Key-bound (DPoP) tokens need a
+ * proof made for a request this route cannot carry: they are refused with a pointer to the tool route.
+ */
+async function principalOf(
+  tokens: BodyTokenVerifier,
+  token: string,
+  req: IncomingMessage,
+  ctx: RequestContext,
+): Promise<Principal> {
+  let result: Awaited<ReturnType<BodyTokenVerifier['authenticate']>>
+  try {
+    result = await tokens.authenticate('bearer', token, req, ctx.method, () => ({
+      dpop: undefined,
+      method: ctx.method,
+      urls: [],
+    }))
+  } catch (err) {
+    if (err instanceof GatewayError && err.code === 'invalid_dpop_proof') {
+      throw new GatewayError(
+        'unauthenticated',
+        'Key-bound (DPoP) tokens cannot be sent in a body; call POST /v1/tools/{tool}/{action} with Authorization: DPoP.',
+        { details: { reason: 'dpop_required' } },
+      )
+    }
+    throw err
+  }
+  return {
+    kind: 'agent',
+    id: result.agent.id,
+    roles: result.agent.roles,
+    claims: result.claims as unknown as Record<string, unknown>,
+    agent: result.agent,
+  }
 }

@@ -4,7 +4,7 @@
  * is harmless, and how to run it against the upstream with the secret the agent never sees.
  */
 import type { TSchema } from 'typebox'
-import type { Dispatcher } from 'undici'
+import type { DispatcherCache } from '../net/safe-fetch.ts'
 
 /** One tool's settings from the config file's `tools` block, defaults applied. */
 export interface ToolSettings {
@@ -34,6 +34,16 @@ export interface UpstreamAnswer {
   text: string
 }
 
+/**
+ * An upstream answer whose body is read as it arrives (server-sent events). The reader must
+ * consume `body` to its end or `return()` its iterator: either frees the connection.
+ */
+export interface UpstreamStream {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: AsyncIterable<Uint8Array>
+}
+
 export interface ToolCallContext<P> {
   params: P
   /** The resolved credential (the agent's override, else the tool-wide value). */
@@ -43,6 +53,13 @@ export interface ToolCallContext<P> {
   signal: AbortSignal
   /** Calls the tool's upstream through its keep-alive pool. */
   upstream(request: UpstreamRequest): Promise<UpstreamAnswer>
+  /** Calls the tool's upstream and hands over the body unread, to relay it as it arrives. */
+  upstreamStream(request: UpstreamRequest): Promise<UpstreamStream>
+  /**
+   * Keep-alive pools for fetches to arbitrary URLs (http_fetch), keyed by their SSRF settings;
+   * owned by the tool service, which closes them on shutdown.
+   */
+  dispatchers: DispatcherCache
   /** Headers to pass upstream for tracing: traceparent, x-correlation-id. */
   traceHeaders: Record<string, string>
   /** Count LLM usage learnt while streaming (the final usage chunk) against `quota.tokens`. */
@@ -68,11 +85,24 @@ export type ToolResult =
       upstreamStatus: number
     }
 
+/** One problem with a call's parameters, by path (`to[1]`, `headers.host`). */
+export interface ParamProblem {
+  path: string
+  message: string
+}
+
 export interface ToolAction<P = unknown> {
   description: string
   params: TSchema
   /** Safe to repeat (retries, caching); false for actions with effects, like sending mail. */
   idempotent: boolean
+  /**
+   * Problems the schema cannot express (an address that is not one, a header the gateway sets),
+   * found after the schema passed and before authorization; empty when there are none.
+   */
+  validate?(params: P): ParamProblem[]
+  /** Whether a call with these parameters answers with a stream (not every route can relay one). */
+  streams?(params: P): boolean
   execute(call: ToolCallContext<P>): Promise<ToolResult>
 }
 
@@ -85,6 +115,3 @@ export interface ToolDefinition {
   defaultSecret: string | undefined
   actions: Readonly<Record<string, ToolAction>>
 }
-
-/** The keep-alive pool per tool url, shared by calls. */
-export type DispatcherFor = (origin: string) => Dispatcher

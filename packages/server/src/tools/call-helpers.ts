@@ -1,0 +1,123 @@
+/**
+ * What the tool routes and the OpenAI passthrough share about serving one call: the caller, the
+ * tool's settings, the parameters' shape, the client going away, trace headers, parked answers.
+ */
+import type { IncomingMessage } from 'node:http'
+import type { CompiledConfig } from '../config/compile.ts'
+import { GatewayError } from '../errors/gateway-error.ts'
+import type { Principal, RequestContext } from '../http/context.ts'
+import type { JsonAnswer } from '../http/pipeline.ts'
+import type { Authorized } from '../policy/enforcer.ts'
+import { checkArgsShape } from '../policy/guards/args-shape.ts'
+import type { AgentFacts } from '../policy/policy-set.ts'
+import type { ToolDefinition, ToolSettings } from './types.ts'
+
+/** Everything the routes share about one call, once the agent is known. */
+export interface CallFacts {
+  req: IncomingMessage
+  ctx: RequestContext
+  principal: Principal
+  agent: AgentFacts
+}
+
+const maxArgsDepth = 32
+const maxArgsNodes = 10_000
+
+/** Settings of `tool` from the running config, defaults applied. */
+export function toolSettings(config: CompiledConfig, tool: ToolDefinition): ToolSettings {
+  const raw = (config.raw.tools as Record<string, Record<string, unknown> | undefined> | undefined)?.[
+    tool.name
+  ]
+  const url = typeof raw?.['url'] === 'string' ? raw['url'] : tool.defaultUrl
+  const secret = typeof raw?.['secret'] === 'string' ? raw['secret'] : tool.defaultSecret
+  const timeoutMs = raw?.['timeoutMs']
+  return {
+    url: url.replace(/\/+$/, ''),
+    secret,
+    timeoutMs: typeof timeoutMs === 'number' ? timeoutMs : 30_000,
+    options: raw ?? {},
+  }
+}
+
+/** The agent behind a principal; tools are for agents only. */
+export function agentOf(principal: Principal): AgentFacts {
+  if (principal.kind !== 'agent' || principal.agent === undefined)
+    throw new GatewayError('forbidden', 'Tools are called by agents with an agent token.')
+  return principal.agent
+}
+
+/** Parse a JSON object body; `what` names it in errors. */
+export function parseJsonObject(body: Buffer, what: string): Record<string, unknown> {
+  if (body.length === 0) return {}
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(body.toString('utf8'))
+  } catch {
+    throw new GatewayError('bad_request', `${what} is not valid JSON.`)
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new GatewayError('bad_request', `${what} must be a JSON object.`)
+  return parsed as Record<string, unknown>
+}
+
+/** Refuse arguments too deep or too big for policy conditions to walk. */
+export function checkShape(args: unknown): void {
+  const shape = checkArgsShape(args, { maxDepth: maxArgsDepth, maxNodes: maxArgsNodes })
+  if (!shape.ok) {
+    throw new GatewayError(
+      'bad_request',
+      shape.reason === 'too_deep'
+        ? `The parameters nest deeper than ${maxArgsDepth} levels.`
+        : `The parameters hold more than ${maxArgsNodes} values.`,
+      { details: { reason: shape.reason } },
+    )
+  }
+}
+
+/** The 202 answer of a call parked for approval. */
+export function parkedAnswer(outcome: Extract<Authorized, { kind: 'parked' }>): JsonAnswer {
+  const { approval } = outcome
+  return {
+    status: 202,
+    body: {
+      approvalId: approval.id,
+      status: approval.status,
+      expiresAt: new Date(approval.expiresAt).toISOString(),
+      policy: approval.policy,
+      rule: approval.rule,
+      poll: `/v1/approvals/${approval.id}`,
+    },
+    headers: { location: `/v1/approvals/${approval.id}` },
+  }
+}
+
+/**
+ * An AbortSignal that fires when the client's connection closes (or `dispose` is not called in
+ * time to stop listening): a client that leaves aborts the upstream call it started.
+ */
+export function abortOnClose(req: IncomingMessage): { signal: AbortSignal; dispose(): void } {
+  const abort = new AbortController()
+  const onClose = (): void => abort.abort()
+  req.socket.once('close', onClose)
+  return { signal: abort.signal, dispose: () => req.socket.off('close', onClose) }
+}
+
+/** Pass a stream through, and run `done` once it ends however it ends. */
+export async function* detachAfter(
+  stream: AsyncIterable<Uint8Array>,
+  done: () => void,
+): AsyncIterable<Uint8Array> {
+  try {
+    yield* stream
+  } finally {
+    done()
+  }
+}
+
+/** The W3C trace context and correlation id sent upstream. */
+export function traceHeadersOf(ctx: RequestContext): Record<string, string> {
+  return {
+    traceparent: `00-${ctx.traceId}-${ctx.spanId}-${ctx.traceFlags}`,
+    'x-correlation-id': ctx.correlationId,
+  }
+}
