@@ -3,6 +3,7 @@
  * `secrets rotate-master`, over the admin API with RUNR_ADMIN_KEY. Values and master keys are read
  * from stdin, never from arguments, so they stay out of shell history and `ps`.
  */
+import { adminRequest as admin } from './admin-client.ts'
 import { CliError, type CliIo } from './identity-commands.ts'
 
 /** CliIo with the standard input the values are read from. */
@@ -12,49 +13,6 @@ export interface SecretsIo extends CliIo {
 
 /** The most stdin is read for a value: the gateway's limit (64 KiB) plus a line break. */
 const maxInputBytes = 64 * 1024 + 2
-
-function adminBase(io: CliIo, flag: string | undefined): string {
-  return (flag ?? io.env['RUNR_ADMIN_URL'] ?? 'http://127.0.0.1:8081').replace(/\/+$/, '')
-}
-
-async function admin(
-  io: CliIo,
-  flag: string | undefined,
-  method: string,
-  path: string,
-  body?: unknown,
-): Promise<Record<string, unknown>> {
-  const key = io.env['RUNR_ADMIN_KEY']
-  if (key === undefined || key === '') throw new CliError('set RUNR_ADMIN_KEY to an admin key of the gateway')
-  const url = `${adminBase(io, flag)}${path}`
-  let res: Response
-  try {
-    res = await fetch(url, {
-      method,
-      headers: {
-        authorization: `Bearer ${key}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    })
-  } catch (err) {
-    throw new CliError(
-      `cannot reach ${new URL(url).origin}: ${(err as Error).cause ?? (err as Error).message}`,
-    )
-  }
-  const text = await res.text()
-  let parsed: Record<string, unknown> = {}
-  try {
-    parsed = text === '' ? {} : (JSON.parse(text) as Record<string, unknown>)
-  } catch {
-    // not JSON; reported below by status
-  }
-  if (!res.ok) {
-    const error = parsed['error'] as { code?: string; message?: string } | undefined
-    throw new CliError(`${res.status} ${error?.code ?? ''}: ${error?.message ?? text.slice(0, 200)}`.trim())
-  }
-  return parsed
-}
 
 /** All of stdin as text, refusing more than `maxInputBytes`; the error never shows the input. */
 async function readStdin(io: SecretsIo, what: string): Promise<string> {
