@@ -10,6 +10,7 @@ import { createAdminServer } from './admin/admin-server.ts'
 import { configRoutes } from './admin/config-routes.ts'
 import { identityAdminRoutes } from './admin/identity-routes.ts'
 import { policyAdminRoutes } from './admin/policy-routes.ts'
+import { secretAdminRoutes } from './admin/secret-routes.ts'
 import { type Identity, openIdentity } from './auth/identity.ts'
 import { type CompiledConfig, demoOriginPlaceholder } from './config/compile.ts'
 import type { RawConfig } from './config/schema.ts'
@@ -21,8 +22,9 @@ import { createLogger, effectiveLogLevel, type Logger } from './observability/lo
 import { createMetrics, type Metrics } from './observability/metrics.ts'
 import { PolicyEnforcer } from './policy/enforcer.ts'
 import { PolicyService } from './policy/policy-service.ts'
+import { openSecretService, type SecretService } from './secrets/secret-service.ts'
 import { builtinTools } from './tools/registry.ts'
-import { createAgentRoutes, type SecretResolver } from './tools/tool-routes.ts'
+import { createAgentRoutes } from './tools/tool-routes.ts'
 import { createPools } from './upstreams/pools.ts'
 import { probeDependencies } from './upstreams/probes.ts'
 
@@ -144,9 +146,20 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     (name, problems) =>
       log.error({ policy: name, problems }, 'a stored policy does not compile; it is left out'),
   )
+  let secrets: SecretService | undefined
   try {
+    // The same master key set as the signing keys: a rotation re-seals both.
+    secrets = await openSecretService({
+      store: opened.store.secrets,
+      state: opened.state,
+      keys: opened.masterKeys,
+      keyFile: opened.masterKeySource.kind === 'dataDir' ? opened.masterKeySource.file : undefined,
+      onError: (err, what) => log.warn({ err }, what),
+    })
     await policies.start(policyResyncMs)
   } catch (err) {
+    policies.stop()
+    secrets?.close()
     await opened.close()
     await pools.close()
     await demo?.close()
@@ -160,7 +173,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     metrics,
     approvalTtlMs: () => source.current().approvalTtlMs,
   })
-  const secrets: SecretResolver = { resolve: async () => undefined }
+  const secretService = secrets
   // Filled once the listener's address (the default issuer) is known, before the gateway reports
   // ready; until then only /health, /ready and public channel rules can be served.
   const routes = new Map<string, PublicRoute>()
@@ -176,7 +189,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       tools: builtinTools,
       enforcer,
       policies,
-      secrets,
+      secrets: secretService,
       store: opened.store,
       onError: (err) => log.error({ err }, 'tool usage accounting failed'),
     }),
@@ -207,6 +220,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         configRoutes(source),
         identityAdminRoutes({ agents: opened.agents, tokens: finished.tokens, keyRing: opened.keyRing }),
         policyAdminRoutes({ policies, directory: opened.directory, store: opened.store }),
+        secretAdminRoutes({
+          secrets: secretService,
+          agents: opened.store.agents,
+          masterKey: opened.masterKeySource,
+          // Signing keys sealed under the old master key retire with a key rotation.
+          onMasterRotated: () => opened.keyRing.rotate(),
+        }),
       ],
     })
     await admin.listen({ host: initial.gateway.admin.host, port: initial.gateway.admin.port })
@@ -214,6 +234,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     publicServer.close()
     await admin?.close()
     policies.stop()
+    secretService.close()
     await opened.close()
     await pools.close()
     await demo?.close()
@@ -246,6 +267,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await closed
       await adminApp.close()
       policies.stop()
+      secretService.close()
       await opened.close()
       await pools.close()
       await demo?.close()

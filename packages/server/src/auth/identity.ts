@@ -8,9 +8,9 @@ import type { CompiledConfig } from '../config/compile.ts'
 import type { Authenticator, PublicRoute } from '../http/pipeline.ts'
 import { createTokenIssuer, createTokenVerifier } from '../identity/access-token.ts'
 import { createKeyRing, type KeyRing } from '../identity/key-ring.ts'
-import { resolveMasterKey } from '../identity/master-key.ts'
 import type { Logger } from '../observability/logger.ts'
 import type { Metrics } from '../observability/metrics.ts'
+import { type MasterKeySource, type MasterKeys, resolveMasterKeys } from '../secrets/master-keys.ts'
 import { openSharedState } from '../state/open-state.ts'
 import { createSwitchableState, type SwitchableState } from '../state/switchable-state.ts'
 import type { SharedState } from '../state/types.ts'
@@ -44,6 +44,9 @@ export interface Identity {
   readonly directory: AgentDirectory
   readonly agents: AgentService
   readonly keyRing: KeyRing
+  /** The master keys (shared with the secret store, so a rotation reaches the signing keys too). */
+  readonly masterKeys: MasterKeys
+  readonly masterKeySource: MasterKeySource
   /** Build what needs the issuer URL: the token service, public routes and the authenticator. */
   finish(
     issuer: string,
@@ -68,10 +71,10 @@ export async function openIdentity(options: {
 }): Promise<Identity> {
   const { config, env, logger, metrics } = options
   const raw = config.raw
-  const master = await resolveMasterKey({ env, configured: raw.secrets, dataDir: config.dataDir })
-  if (master.source === 'generated') {
+  const master = await resolveMasterKeys({ env, configured: raw.secrets, dataDir: config.dataDir })
+  if (master.source.kind === 'dataDir' && master.source.generatedNow) {
     logger.warn(
-      { file: master.file },
+      { file: master.source.file },
       'generated a master key for this data directory; back it up, or set RUNR_MASTER_KEY in production',
     )
   }
@@ -98,7 +101,7 @@ export async function openIdentity(options: {
     await directory.start(resyncMs, agentResyncMs)
     const keyRing = await createKeyRing({
       store: store.signingKeys,
-      masterKey: master.key,
+      masterKey: master.keys,
       rotateEveryMs: config.tokens.rotateEveryMs,
       maxTtlMs: config.tokens.maxTtlMs,
     })
@@ -169,6 +172,8 @@ export async function openIdentity(options: {
       directory,
       agents,
       keyRing,
+      masterKeys: master.keys,
+      masterKeySource: master.source,
       finish(issuer, canGrant) {
         const tokens = new TokenService({
           config: () => current,

@@ -10,6 +10,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto'
 import { type CryptoKey, importJWK } from 'jose'
+import { MasterKeys } from '../secrets/master-keys.ts'
 import type { PublicJwk, SigningKey, SigningKeyStore } from '../store/types.ts'
 import { jwkThumbprint } from './jwk.ts'
 import { open, seal } from './sealed.ts'
@@ -67,12 +68,26 @@ function newestActive(records: readonly SigningKey[]): SigningKey | undefined {
 /** Load the signing keys from `store`, creating the first one when no key is active. */
 export async function createKeyRing(options: {
   store: SigningKeyStore
-  masterKey: Buffer
+  /** One key, or the secret store's key set: seals with the current key, opens with any of them. */
+  masterKey: Buffer | MasterKeys
   rotateEveryMs: number
   maxTtlMs: number
   now?: () => number
 }): Promise<KeyRing> {
-  const { store, masterKey, rotateEveryMs, maxTtlMs } = options
+  const { store, rotateEveryMs, maxTtlMs } = options
+  const keys = options.masterKey instanceof MasterKeys ? options.masterKey : new MasterKeys(options.masterKey)
+  // A rotation promotes a new key in the shared set: signing keys sealed before it open with the old one.
+  const openSealed = (sealed: string, kid: string): Buffer => {
+    let failure: unknown
+    for (const key of [keys.current.key, ...keys.previous()]) {
+      try {
+        return open(key, sealed, kid)
+      } catch (err) {
+        failure = err
+      }
+    }
+    throw failure
+  }
   const now = options.now ?? Date.now
   let entries = new Map<string, Entry>()
   let current: { kid: string; privateKey: CryptoKey; createdAt: number } | undefined
@@ -82,7 +97,7 @@ export async function createKeyRing(options: {
   const unseal = async (record: SigningKey): Promise<CryptoKey> => {
     let jwk: { kty?: unknown; crv?: unknown; x?: unknown; d?: unknown }
     try {
-      jwk = JSON.parse(open(masterKey, record.sealedPrivateKey, record.kid).toString('utf8'))
+      jwk = JSON.parse(openSealed(record.sealedPrivateKey, record.kid).toString('utf8'))
     } catch {
       throw new Error(
         `the master key does not match the stored signing keys: signing key ${record.kid} cannot be unsealed. ` +
@@ -108,7 +123,11 @@ export async function createKeyRing(options: {
       kid,
       alg: 'EdDSA',
       publicJwk: { kty: 'OKP', crv: 'Ed25519', x, kid },
-      sealedPrivateKey: seal(masterKey, JSON.stringify({ kty: 'OKP', crv: 'Ed25519', x, d: jwk.d }), kid),
+      sealedPrivateKey: seal(
+        keys.current.key,
+        JSON.stringify({ kty: 'OKP', crv: 'Ed25519', x, d: jwk.d }),
+        kid,
+      ),
       createdAt: now(),
       retiredAt: null,
     }
