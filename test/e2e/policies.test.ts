@@ -188,6 +188,15 @@ describe('policies on a running gateway', () => {
     const body = (await res.json()) as ErrorBody
     assert.equal(body.error.details?.['reason'], 'denied_by_rule')
     assert.equal(body.error.details?.['rule'], 'readers/no-delete')
+    assert.equal((await call(bearer, '/o/1')).status, 200)
+    // The request log names the decision and the deciding rule.
+    const lines = gw.logs.filter((l) => l['msg'] === 'request' && l['path'] === '/orders/o/1')
+    const deny = lines.find((l) => l['status'] === 403)!
+    assert.equal(deny['decision'], 'deny')
+    assert.equal(deny['policyRule'], 'readers/no-delete')
+    const allowed = lines.find((l) => l['status'] === 200)!
+    assert.equal(allowed['decision'], 'allow')
+    assert.equal(allowed['policyRule'], 'readers/read')
   })
 
   it('counts a quota per agent and refuses past it with 429, Retry-After and the reset time', async () => {

@@ -48,6 +48,9 @@ export interface RequestContext {
   status: number
   upstreamMs: number | undefined
   errorCode: string | undefined
+  /** The policy decision and its deciding rule, for the request log (agents only). */
+  decision: string | undefined
+  policyRule: string | undefined
 }
 
 /** Client-supplied ids are kept only when short and made of safe characters (DESIGN §18). */
@@ -113,6 +116,8 @@ export function createContext(
     status: 0,
     upstreamMs: undefined,
     errorCode: undefined,
+    decision: undefined,
+    policyRule: undefined,
   }
 }
 

@@ -23,6 +23,12 @@ import { createContext, type Principal, type RequestContext, requestIdHeaderFor 
 import { normalizePath } from './normalize-path.ts'
 import { type ChannelMatch, matchChannel, matchRule, upstreamPath } from './route-match.ts'
 
+/** Remember the decision for the request log line. */
+export function noteDecision(ctx: RequestContext, outcome: Authorized): void {
+  ctx.decision = outcome.kind === 'parked' ? 'approval_required' : outcome.decision.decision
+  ctx.policyRule = outcome.decision.rule ?? undefined
+}
+
 /** The request body's size when known: its Content-Length, or 0 for a request without a body. */
 function requestBytes(req: IncomingMessage): number | undefined {
   const length = req.headers['content-length']
@@ -125,6 +131,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         rule: ctx.rule?.path,
         audit: ctx.rule?.audit || undefined,
         principal: ctx.principal?.id,
+        decision: ctx.decision,
+        policyRule: ctx.policyRule,
         status: ctx.status,
         error: ctx.errorCode,
         durationMs: Math.round(seconds * 1e6) / 1000,
@@ -137,6 +145,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   function fail(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, err: GatewayError): void {
     ctx.status = err.status
     ctx.errorCode = err.code
+    if (err.code === 'policy_denied') {
+      ctx.decision = 'deny'
+      const rule = err.details?.['rule']
+      if (typeof rule === 'string') ctx.policyRule = rule
+    }
     if (err.code === 'internal' || err.code === 'upstream_error' || err.code === 'upstream_timeout') {
       deps.logger.warn({ requestId: ctx.requestId, code: err.code, err: err.cause ?? err }, 'request failed')
     }
@@ -342,14 +355,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       proceed(req, res, ctx, match)
       return
     }
-    let authorized: Authorized | Promise<Authorized>
+    let authorized: Authorized | Promise<Authorized> | undefined
     try {
       authorized = authorizeChannel(req, ctx, principal, channel.name)
     } catch (err) {
       fail(req, res, ctx, toGatewayError(err))
       return
     }
-    if (authorized instanceof Promise) {
+    if (authorized === undefined) {
+      proceed(req, res, ctx, match)
+    } else if (authorized instanceof Promise) {
       authorized.then(
         (outcome) => afterAuthorize(req, res, ctx, match, outcome),
         (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
@@ -364,7 +379,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ctx: RequestContext,
     principal: Principal,
     channel: string,
-  ): Authorized | Promise<Authorized> {
+  ): Authorized | Promise<Authorized> | undefined {
     const claims = principal.claims ?? {}
     const scope = typeof claims['scope'] === 'string' ? claims['scope'] : ''
     if (deps.authorize === undefined || principal.agent === undefined) {
@@ -373,7 +388,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           details: { reason: 'scope_missing', requiredScope: `channel:${channel}` },
         })
       }
-      return { kind: 'proceed', decision: undefined as never, filter: null, rule: null }
+      return undefined
     }
     return deps.authorize(
       {
@@ -397,6 +412,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     match: ChannelMatch,
     outcome: Authorized,
   ): void {
+    noteDecision(ctx, outcome)
     if (outcome.kind === 'parked') {
       const { approval } = outcome
       // The body was not read: the connection cannot carry another request.

@@ -474,6 +474,90 @@ describe('policy decisions', () => {
     assert.equal(set.decide(input(ops, tool('serpapi', 'search'))).filter, null)
   })
 
+  const redacting = compileAll([
+    {
+      name: 'redact',
+      agents: { all: true },
+      allow: [
+        { tool: 'serpapi', responseFilter: { redact: ['email', 'phone'] } },
+        {
+          tool: 'serpapi',
+          actions: ['search'],
+          responseFilter: {
+            redact: ['api_key', 'jwt', 'ticket'],
+            paths: ['$.user.ssn', '$.items[*].secret'],
+            patterns: { ticket: 'TCK-[0-9]{6}' },
+          },
+        },
+        { tool: 'http_fetch', responseFilter: { redact: ['card'] } },
+      ],
+    },
+  ])
+  const redactionCases: [string, DecisionTarget, unknown, unknown][] = [
+    [
+      'an e-mail address',
+      tool('serpapi', 'search'),
+      { t: 'write to ops@example.com now' },
+      { t: 'write to [REDACTED:email] now' },
+    ],
+    [
+      'a phone number',
+      tool('serpapi', 'search'),
+      { t: 'call +1 (555) 010-0199 today' },
+      { t: 'call [REDACTED:phone] today' },
+    ],
+    [
+      'an API key',
+      tool('serpapi', 'search'),
+      { t: 'key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789' },
+      { t: 'key [REDACTED:api_key]' },
+    ],
+    [
+      'a JWT',
+      tool('serpapi', 'search'),
+      { t: 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ' },
+      { t: '[REDACTED:jwt]' },
+    ],
+    ['a custom pattern', tool('serpapi', 'search'), { t: 'see TCK-123456' }, { t: 'see [REDACTED:ticket]' }],
+    [
+      'a JSON path',
+      tool('serpapi', 'search'),
+      { user: { ssn: '078-05-1120', name: 'x' } },
+      { user: { ssn: '[REDACTED:path]', name: 'x' } },
+    ],
+    [
+      'a JSON path with a wildcard',
+      tool('serpapi', 'search'),
+      { items: [{ secret: 1 }, { secret: 2 }] },
+      { items: [{ secret: '[REDACTED:path]' }, { secret: '[REDACTED:path]' }] },
+    ],
+    [
+      'a card number that passes Luhn',
+      tool('http_fetch', 'get'),
+      { t: '4111 1111 1111 1111' },
+      { t: '[REDACTED:card]' },
+    ],
+    [
+      'nothing for a card number that fails Luhn',
+      tool('http_fetch', 'get'),
+      { t: '4111 1111 1111 1112' },
+      { t: '4111 1111 1111 1112' },
+    ],
+    [
+      'only the filters of rules covering the action',
+      tool('serpapi', 'locations'),
+      { t: 'sk-proj-abcdefghijklmnopqrstuvwxyz0123456789 a@b.example' },
+      { t: 'sk-proj-abcdefghijklmnopqrstuvwxyz0123456789 [REDACTED:email]' },
+    ],
+  ]
+  for (const [what, target, answer, expected] of redactionCases) {
+    it(`redacts ${what} in the answer`, () => {
+      const decision = redacting.decide(input(research, target, { args: { url: 'https://example.com' } }))
+      assert.equal(decision.decision, 'allow')
+      assert.deepEqual(decision.filter?.apply(answer).value, expected)
+    })
+  }
+
   it('names the deciding rule with its quota so the enforcer can count it', () => {
     const decision = set.decide(
       input(research, tool('serpapi', 'search'), { intent: 'research', args: { num: 1 } }),
