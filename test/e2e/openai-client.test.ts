@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test'
 import OpenAI from 'openai'
 import type { FakeServer } from '../../packages/server/src/fakes/fake-server.ts'
 import { startFakeOpenAI } from '../../packages/server/src/fakes/openai.ts'
+import { type ConnectionWatch, watchConnections } from '../../packages/server/src/tools/test-helpers.ts'
 import { startTestGateway, type TestGateway } from '../support/gateway.ts'
 import { agentToken, putSecret } from '../support/tools.ts'
 
@@ -30,6 +31,8 @@ async function apiError(promise: Promise<unknown>): Promise<InstanceType<typeof 
 
 describe('the official OpenAI client through the gateway', () => {
   let fake: FakeServer
+  /** Between the gateway and the fake: shows when the gateway drops its upstream connection. */
+  let watch: ConnectionWatch
   let gw: TestGateway
   let client: OpenAI
   const clientFor = (apiKey: string) =>
@@ -37,9 +40,10 @@ describe('the official OpenAI client through the gateway', () => {
 
   before(async () => {
     fake = await startFakeOpenAI({ apiKey: realKey })
+    watch = await watchConnections(fake.url)
     gw = await startTestGateway({
       gateway: { logLevel: 'warn' },
-      tools: { openai: { url: fake.url } },
+      tools: { openai: { url: watch.url } },
       policies: [
         {
           name: 'llm',
@@ -61,6 +65,7 @@ describe('the official OpenAI client through the gateway', () => {
   })
   after(async () => {
     await gw?.stop()
+    await watch?.close()
     await fake?.close()
   })
 
@@ -93,6 +98,21 @@ describe('the official OpenAI client through the gateway', () => {
     assert.ok(chunks > 2)
     const upstream = fake.requests.at(-1)!.body as { stream_options: { include_usage: boolean } }
     assert.equal(upstream.stream_options.include_usage, true, 'the gateway asked for usage to meter it')
+  })
+
+  it('stops the upstream call when the client stops reading a stream', async () => {
+    fake.faults.add({ kind: 'slow-body', chunkDelayMs: 100 }, { path: '/v1/chat/completions' })
+    const closed = watch.closed
+    const stream = await client.chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'a long and slow answer' }],
+      stream: true,
+    })
+    for await (const chunk of stream) {
+      assert.equal(chunk.object, 'chat.completion.chunk')
+      break
+    }
+    await watch.closedAtLeast(closed + 1)
   })
 
   it('passes the usage chunk on to a client that asked for it', async () => {

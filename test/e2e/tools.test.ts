@@ -134,9 +134,10 @@ describe('tools end to end', () => {
         },
         {
           name: 'redacted-search',
-          agents: { names: ['redact-bot'] },
+          agents: { names: ['redact-bot', 'redact-bot-2'] },
           allow: [
             { tool: 'serpapi', actions: ['search'], responseFilter: { redact: ['email', 'phone', 'card'] } },
+            { tool: 'openai', actions: ['chat'], responseFilter: { redact: ['email'] } },
           ],
         },
       ],
@@ -343,6 +344,22 @@ describe('tools end to end', () => {
     assert.doesNotMatch(redacted, /4111 1111 1111 1111/)
     assert.doesNotMatch(redacted, /555\) 010-0199/)
     assert.match(redacted, /Result 2 of a fake search/, 'the rest of the answer is intact')
+  })
+
+  it('refuses to stream an answer a response filter applies to, before calling the upstream', async () => {
+    const redactToken = await agentToken(gw, 'redact-bot-2', 'openai:chat')
+    const before = fakes.openai.requests.length
+    const error = await expectError(
+      await call(
+        '/v1/tools/openai/chat',
+        { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }], stream: true },
+        redactToken,
+      ),
+      403,
+      'policy_denied',
+    )
+    assert.equal(error.details?.['reason'], 'stream_filtered')
+    assert.equal(fakes.openai.requests.length, before)
   })
 
   it('refuses the SSRF battery through the tool route with 403 ssrf_blocked', async () => {

@@ -121,3 +121,14 @@ export function traceHeadersOf(ctx: RequestContext): Record<string, string> {
     'x-correlation-id': ctx.correlationId,
   }
 }
+
+/** A stream refused because a response filter applies (it could not redact a stream). */
+export function streamFiltered(outcome: Extract<Authorized, { kind: 'proceed' }>): GatewayError {
+  return new GatewayError(
+    'policy_denied',
+    'A response filter applies to this call: call it without streaming.',
+    {
+      details: { reason: 'stream_filtered', rule: outcome.rule?.id ?? null },
+    },
+  )
+}

@@ -25,6 +25,7 @@ import {
   detachAfter,
   parkedAnswer,
   parseJsonObject,
+  streamFiltered,
   toolSettings,
   traceHeadersOf,
 } from './call-helpers.ts'
@@ -183,15 +184,7 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
     const settings = toolSettings(ctx.config, deps.tool)
     const secret = await deps.secretFor(settings, toolName, agent.id)
     const streaming = endpoint.action === 'chat' && body?.['stream'] === true
-    if (streaming && outcome.filter !== null) {
-      throw new GatewayError(
-        'policy_denied',
-        'A response filter applies to this call: call it without streaming.',
-        {
-          details: { reason: 'stream_filtered', rule: outcome.rule?.id ?? null },
-        },
-      )
-    }
+    if (streaming && outcome.filter !== null) throw streamFiltered(outcome)
     const asked = body?.['stream_options']
     const clientAskedUsage =
       typeof asked === 'object' &&
@@ -210,7 +203,10 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
       // The usage chunk is how a stream is metered: ask for it whatever the client asked.
       request.body = JSON.stringify({
         ...body,
-        stream_options: { ...(clientAskedUsage ? (asked as object) : {}), include_usage: true },
+        stream_options: {
+          ...(typeof asked === 'object' && asked !== null ? asked : {}),
+          include_usage: true,
+        },
       })
     } else if (raw !== undefined) {
       request.body = raw.toString('utf8')

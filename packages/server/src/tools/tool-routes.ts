@@ -28,6 +28,7 @@ import {
   detachAfter,
   parkedAnswer,
   parseJsonObject,
+  streamFiltered,
   toolSettings,
   traceHeadersOf,
 } from './call-helpers.ts'
@@ -179,6 +180,8 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     const authorized = authorize(facts, { kind: 'tool', tool: tool.name, action: actionName }, params, bytes)
     const outcome = authorized instanceof Promise ? await authorized : authorized
     if (outcome.kind === 'parked') return parkedAnswer(outcome)
+    // Redaction needs the whole answer; known before the call, so refused before the upstream bills it.
+    if (outcome.filter !== null && action.streams?.(params) === true) throw streamFiltered(outcome)
 
     const settings = toolSettings(ctx.config, tool)
     const secret = await secretFor(settings, tool.name, agent.id)
@@ -210,13 +213,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
         if (outcome.filter !== null || !allowStream) {
           await result.stream[Symbol.asyncIterator]().return?.()
           throw outcome.filter !== null
-            ? new GatewayError(
-                'policy_denied',
-                'A response filter applies to this call: call it without streaming.',
-                {
-                  details: { reason: 'stream_filtered', rule: outcome.rule?.id ?? null },
-                },
-              )
+            ? streamFiltered(outcome)
             : new GatewayError('bad_request', 'This route cannot stream.', {
                 details: { reason: 'stream_unsupported' },
               })
