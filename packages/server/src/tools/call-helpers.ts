@@ -92,12 +92,14 @@ export function parkedAnswer(outcome: Extract<Authorized, { kind: 'parked' }>): 
 }
 
 /**
- * An AbortSignal that fires when the client's connection closes (or `dispose` is not called in
- * time to stop listening): a client that leaves aborts the upstream call it started.
+ * An AbortSignal that fires when the client's connection closes, until `dispose` stops listening:
+ * a client that leaves aborts the upstream call it started.
  */
 export function abortOnClose(req: IncomingMessage): { signal: AbortSignal; dispose(): void } {
   const abort = new AbortController()
   const onClose = (): void => abort.abort()
+  // Gone already (it left while its body was read): nothing would fire 'close' again.
+  if (req.socket.destroyed) abort.abort()
   req.socket.once('close', onClose)
   return { signal: abort.signal, dispose: () => req.socket.off('close', onClose) }
 }

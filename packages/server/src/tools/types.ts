@@ -49,7 +49,7 @@ export interface ToolCallContext<P> {
   /** The resolved credential (the agent's override, else the tool-wide value). */
   secret: string | undefined
   settings: ToolSettings
-  /** Aborted when the client goes away or the call times out. */
+  /** Aborted when the client goes away (timeouts are the upstream client's, from `timeoutMs`). */
   signal: AbortSignal
   /** Calls the tool's upstream through its keep-alive pool. */
   upstream(request: UpstreamRequest): Promise<UpstreamAnswer>

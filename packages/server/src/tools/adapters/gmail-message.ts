@@ -4,12 +4,7 @@
  * injection), non-ASCII or unsafe text in encoded words (RFC 2047), a UTF-8 text body in base64
  * when it is not plain short-lined ASCII (RFC 2045).
  */
-
-/** One problem with the message's fields, by parameter path. */
-export interface MessageProblem {
-  path: string
-  message: string
-}
+import type { ParamProblem } from '../types.ts'
 
 export interface MessageFields {
   to: string | readonly string[]
@@ -70,7 +65,7 @@ function phrase(name: string): string {
 function addresses(
   value: string | readonly string[],
   path: string,
-  problems: MessageProblem[],
+  problems: ParamProblem[],
 ): string | undefined {
   const out: string[] = []
   const entries = list(value)
@@ -99,8 +94,8 @@ function addresses(
 }
 
 /** Every problem with the fields; empty when `buildMessage` will succeed. */
-export function messageProblems(fields: MessageFields): MessageProblem[] {
-  const problems: MessageProblem[] = []
+export function messageProblems(fields: MessageFields): ParamProblem[] {
+  const problems: ParamProblem[] = []
   addresses(fields.to, 'to', problems)
   if (fields.cc !== undefined) addresses(fields.cc, 'cc', problems)
   if (fields.bcc !== undefined) addresses(fields.bcc, 'bcc', problems)
@@ -127,7 +122,7 @@ function body(text: string): { encoding: '7bit' | 'base64'; content: string } {
  * anything: nothing unchecked ever reaches a header.
  */
 export function buildMessage(fields: MessageFields): string {
-  const problems: MessageProblem[] = []
+  const problems: ParamProblem[] = []
   const to = addresses(fields.to, 'to', problems)
   const cc = fields.cc === undefined ? undefined : addresses(fields.cc, 'cc', problems)
   const bcc = fields.bcc === undefined ? undefined : addresses(fields.bcc, 'bcc', problems)
