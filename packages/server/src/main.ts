@@ -24,7 +24,7 @@ import { PolicyEnforcer } from './policy/enforcer.ts'
 import { PolicyService } from './policy/policy-service.ts'
 import { openSecretService, type SecretService } from './secrets/secret-service.ts'
 import { builtinTools } from './tools/registry.ts'
-import { createAgentRoutes } from './tools/tool-routes.ts'
+import { createToolService } from './tools/tool-routes.ts'
 import { createPools } from './upstreams/pools.ts'
 import { probeDependencies } from './upstreams/probes.ts'
 
@@ -174,6 +174,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     approvalTtlMs: () => source.current().approvalTtlMs,
   })
   const secretService = secrets
+  const tools = createToolService({
+    tools: builtinTools,
+    enforcer,
+    policies,
+    secrets: secretService,
+    store: opened.store,
+    onError: (err) => log.error({ err }, 'tool usage accounting failed'),
+  })
   // Filled once the listener's address (the default issuer) is known, before the gateway reports
   // ready; until then only /health, /ready and public channel rules can be served.
   const routes = new Map<string, PublicRoute>()
@@ -185,14 +193,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     logger: log,
     authenticators,
     routes,
-    agentRoute: createAgentRoutes({
-      tools: builtinTools,
-      enforcer,
-      policies,
-      secrets: secretService,
-      store: opened.store,
-      onError: (err) => log.error({ err }, 'tool usage accounting failed'),
-    }),
+    agentRoute: tools.agentRoute,
     authorize: (input, approvalId) => enforcer.authorize(input, approvalId),
     readiness,
   })
@@ -208,6 +209,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       : urlOf(publicServer, initial.gateway.listen.host)
     const finished = opened.finish(issuer, (agent, scope) => policies.current().canEverGrant(agent, scope))
     for (const [path, route] of finished.routes) routes.set(path, route)
+    // The original 4Runr tool call: the token travels in the body.
+    routes.set('/api/proxy-request', tools.proxyRequestRoute(finished.tokens))
     authenticators.push(finished.authenticator)
     identityReady = true
     admin = createAdminServer({
@@ -235,6 +238,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     await admin?.close()
     policies.stop()
     secretService.close()
+    await tools.close()
     await opened.close()
     await pools.close()
     await demo?.close()
@@ -268,6 +272,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await adminApp.close()
       policies.stop()
       secretService.close()
+      await tools.close()
       await opened.close()
       await pools.close()
       await demo?.close()

@@ -408,14 +408,6 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
 }
 
 /**
- * The agent routes alone (tool calls and list, approval polls, OpenAI passthrough). Prefer
- * `createToolService`, which also builds `/api/proxy-request` and closes the upstream pools.
- */
-export function createAgentRoutes(deps: ToolRouteDeps): (path: string) => AgentRoute | undefined {
-  return createToolService(deps).agentRoute
-}
-
-/**
  * Prove the body's token the way the header authenticator does. Key-bound (DPoP) tokens need a
  * proof made for a request this route cannot carry: they are refused with a pointer to the tool route.
  */
