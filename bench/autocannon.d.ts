@@ -23,7 +23,9 @@ declare module 'autocannon' {
     connectionRate?: number
     pipelining?: number
     timeout?: number
+    method?: string
     headers?: Record<string, string>
+    body?: string
   }
 
   export interface Result {

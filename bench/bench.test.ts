@@ -1,26 +1,39 @@
 /**
  * The benchmark's own tests: the wrk output parser on real wrk output, the rows / table /
- * acceptance computation, the generated configs, and smoke tests that the upstream and the
- * bare-Node proxy start as child processes and pass a request through, and that the
- * gateway-auth row starts with a working token that its load generators send. No load to
- * speak of is generated (a few hundred requests).
+ * acceptance computation, the generated configs (the policy set decided in process), how each
+ * load generator sends a row's method, headers and body (to a recording server, a few requests
+ * each), and smoke tests that the upstream and the bare-Node proxy start as child processes and
+ * pass a request through, and that the gateway-auth and tool rows start with working tokens that
+ * their load generators send. No load to speak of is generated (a few hundred requests).
  */
 import assert from 'node:assert/strict'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { headersFromEnv } from './fixed-rate.ts'
+import { compileConfig } from '../packages/server/src/config/compile.ts'
+import { parseConfigText } from '../packages/server/src/config/load.ts'
+import { type AgentFacts, type DecisionInput, PolicySet } from '../packages/server/src/policy/policy-set.ts'
+import { headersFromEnv, requestFromEnv } from './fixed-rate.ts'
 import {
+  BODY_ENV,
   type ExchangeResult,
+  HEADERS_ENV,
+  luaString,
+  METHOD_ENV,
   parseWrk,
+  requestEnv,
+  requestOf,
   runFixedRate,
   runTokenExchange,
+  runWrk,
   wrkDurationMs,
-  wrkHeaderScript,
+  wrkScript,
 } from './load.ts'
 import {
   freePort,
+  hasCommand,
   httpGet,
   type Pinning,
   type Proc,
@@ -38,16 +51,32 @@ import {
   median,
   type TargetSamples,
   tableCells,
+  toolChecks,
 } from './report.ts'
 import {
   type BenchContext,
+  describeRequest,
   GATEWAY_CLI,
+  GENERATED_POLICIES,
   gatewayAuth,
   gatewayConfig,
   nginxConfig,
+  OPENAI_AGENT,
+  OPENAI_BODY,
+  OPENAI_PATH,
+  openaiPassthrough,
+  POLICY_AGENT,
+  POLICY_AGENT_LABELS,
+  POLICY_INTENT,
+  policiesSelecting,
   type Running,
   startUpstream,
   TARGETS,
+  TOOL_AGENT,
+  TOOL_BODY,
+  TOOL_PATH,
+  tool,
+  toolPolicy,
 } from './targets.ts'
 import { presignCount } from './token-exchange.ts'
 import { BODY } from './upstream.ts'
@@ -360,16 +389,26 @@ describe('targets and configs', () => {
   it('lists the rows in report order with unique names', () => {
     assert.deepEqual(
       TARGETS.map((t) => t.name),
-      ['direct', 'nginx', 'bare-node', 'gateway', 'gateway-auth'],
+      [
+        'direct',
+        'nginx',
+        'bare-node',
+        'gateway',
+        'gateway-auth',
+        'tool',
+        'tool-policy',
+        'openai-passthrough',
+      ],
     )
   })
 
   it('passes request headers to wrk as a Lua script (never on its command line) and to fixed-rate.ts as JSON', () => {
     assert.equal(
-      wrkHeaderScript({ authorization: 'Bearer abc' }),
+      wrkScript({ headers: { authorization: 'Bearer abc' } }),
       'wrk.headers["authorization"] = "Bearer abc"',
     )
-    assert.equal(wrkHeaderScript({}), '')
+    assert.equal(wrkScript({}), '')
+    assert.equal(wrkScript({ headers: {} }), '')
     assert.deepEqual(headersFromEnv(undefined), {})
     assert.deepEqual(headersFromEnv('{"Authorization":"Bearer abc"}'), { authorization: 'Bearer abc' })
     // A malformed value is a mistake to report, but never to echo: it may hold a token.
@@ -414,6 +453,288 @@ describe('targets and configs', () => {
   it('expands CPU lists', () => {
     assert.deepEqual(parseCpuList('0-3,6\n'), [0, 1, 2, 3, 6])
     assert.deepEqual(parseCpuList('1'), [1])
+  })
+})
+
+describe('tool route checks', () => {
+  const rowSamples = (name: string, rps: number, extra: Partial<TargetSamples> = {}): TargetSamples => ({
+    name,
+    throughput: [run(rps, 3, 5), run(rps + 100, 3, 5), run(rps - 100, 3, 5)],
+    fixedRate: [run(2000, 0.5, 1.5)],
+    ...extra,
+  })
+  const gatewayRows = (tool: number, toolPolicy: number, passthrough: number, extra: TargetSamples[] = []) =>
+    buildRows([
+      rowSamples('nginx', 50_000),
+      rowSamples('gateway', 16_000),
+      rowSamples('gateway-auth', 15_000),
+      rowSamples('tool', tool),
+      rowSamples('tool-policy', toolPolicy),
+      rowSamples('openai-passthrough', passthrough),
+      ...extra,
+    ])
+
+  it('compares tool-policy to tool at 95%, and tool (60%) and the passthrough (75%) to gateway-auth, inclusive', () => {
+    const checks = toolChecks(gatewayRows(9_000, 8_550, 11_250))
+    assert.deepEqual(checks.map(formatCheck), [
+      'PASS  tool-policy RPS ≥ 95% of tool (realistic policy set: 1,000 policies, label selector, intent, CEL guard, vs one allow rule naming the agent): 95.00% (8,550 vs 9,000)',
+      'PASS  tool RPS ≥ 60% of gateway-auth (the token-protected channel route): 60.00% (9,000 vs 15,000); 56.25% of gateway (public channel route, 16,000)',
+      'PASS  openai-passthrough RPS ≥ 75% of gateway-auth (the token-protected channel route): 75.00% (11,250 vs 15,000); 70.31% of gateway (public channel route, 16,000)',
+    ])
+    assert.deepEqual(
+      toolChecks(gatewayRows(8_990, 8_540, 11_240)).map((c) => c.pass),
+      [false, false, false],
+    )
+  })
+
+  it('fails a tool row whose requests were refused under load, however fast', () => {
+    const rows = buildRows([
+      rowSamples('gateway-auth', 15_000),
+      rowSamples('tool', 9_000),
+      rowSamples('tool-policy', 20_000, { throughput: [{ ...run(20_000, 1, 2), non2xx: 60_000 }] }),
+    ])
+    const [policy] = toolChecks(rows)
+    assert.equal(policy!.pass, false)
+    assert.match(formatCheck(policy!), /^FAIL .*222\.22% .*60,000 non-2xx answers and 0 errors$/)
+  })
+
+  it('skips with the reason when a row did not run, and leaves out the public ratio without a gateway row', () => {
+    const rows = buildRows([
+      rowSamples('gateway-auth', 15_000),
+      rowSamples('tool', 9_000),
+      { name: 'tool-policy', skipped: 'failed to start', throughput: [], fixedRate: [] },
+    ])
+    const [policy, toolCheck, passthrough] = toolChecks(rows)
+    assert.match(
+      formatCheck(policy!),
+      /^SKIP {2}tool-policy RPS ≥ 95% of tool .*: tool-policy: failed to start$/,
+    )
+    assert.equal(formatCheck(toolCheck!).endsWith(': 60.00% (9,000 vs 15,000)'), true)
+    assert.match(formatCheck(passthrough!), /: openai-passthrough: no row$/)
+  })
+})
+
+/** A server that records each request's method, path, headers and body, and answers 200 `{}`. */
+async function recordingServer(): Promise<{
+  url: string
+  seen: { method: string; url: string; headers: IncomingMessage['headers']; body: string }[]
+  server: Server
+}> {
+  const seen: { method: string; url: string; headers: IncomingMessage['headers']; body: string }[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      seen.push({
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString(),
+      })
+      // Slow answers keep wrk's one connection to a handful of requests a second.
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'), 100)
+    })
+  })
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res))
+  const address = server.address()
+  const port = typeof address === 'object' && address ? address.port : 0
+  return { url: `http://127.0.0.1:${port}`, seen, server }
+}
+
+describe('the request a row sends', () => {
+  const body = '{"q":"bench","num":5}'
+  const token = 'Bearer secret-token-value'
+
+  it('defaults to GET, to POST with a body, and to a JSON content-type for a body', () => {
+    assert.deepEqual(requestOf({}), { method: 'GET', headers: {} })
+    assert.deepEqual(requestOf({ body, headers: { Authorization: token } }), {
+      method: 'POST',
+      headers: { authorization: token, 'content-type': 'application/json' },
+      body,
+    })
+    assert.deepEqual(requestOf({ method: 'PUT', body: 'a=1', headers: { 'Content-Type': 'text/plain' } }), {
+      method: 'PUT',
+      headers: { 'content-type': 'text/plain' },
+      body: 'a=1',
+    })
+    assert.throws(() => requestOf({ method: 'GET', body }), /a GET request cannot carry a body/)
+    assert.throws(
+      () => requestOf({ method: 'post', headers: { authorization: token } }),
+      (err: Error) => /not an HTTP method/.test(err.message) && !err.message.includes('secret'),
+    )
+  })
+
+  it('writes the method, body and headers into the wrk script as Lua strings', () => {
+    assert.equal(
+      wrkScript({ method: 'POST', body, headers: { authorization: 'Bearer abc' } }),
+      [
+        'wrk.method = "POST"',
+        'wrk.body = "{\\034q\\034:\\034bench\\034,\\034num\\034:5}"',
+        'wrk.headers["authorization"] = "Bearer abc"',
+        'wrk.headers["content-type"] = "application/json"',
+      ].join('\n'),
+    )
+    // Backslashes, newlines and non-ASCII bytes as three-digit decimal escapes (Lua has no \u).
+    assert.equal(luaString('a\\b\n"é1'), '"a\\092b\\010\\034\\195\\1691"')
+  })
+
+  it('hands the request to fixed-rate.ts in its environment and reads it back', () => {
+    const env = requestEnv({ body, headers: { authorization: token } })
+    assert.deepEqual(Object.keys(env).sort(), [BODY_ENV, HEADERS_ENV, METHOD_ENV].sort())
+    assert.deepEqual(requestFromEnv(env), requestOf({ body, headers: { authorization: token } }))
+    assert.deepEqual(requestFromEnv({}), { method: 'GET', headers: {} })
+    assert.deepEqual(requestEnv({}), { [METHOD_ENV]: 'GET' })
+  })
+
+  it('describes a row by method, URL, body size and header names, never their values', () => {
+    const line = describeRequest({
+      url: 'http://127.0.0.1:1/v1/tools/serpapi/search',
+      method: 'POST',
+      body,
+      headers: { authorization: token },
+    })
+    assert.equal(
+      line,
+      'POST http://127.0.0.1:1/v1/tools/serpapi/search (21-byte body, with authorization on every request)',
+    )
+    assert.equal(
+      describeRequest({ url: 'http://127.0.0.1:1/bench/hello' }),
+      'GET http://127.0.0.1:1/bench/hello',
+    )
+  })
+
+  const pinning: Pinning = { enabled: false, reason: 'test' }
+  const expectPosts = (seen: Awaited<ReturnType<typeof recordingServer>>['seen']) => {
+    assert.ok(seen.length > 0)
+    for (const r of seen) {
+      assert.equal(r.method, 'POST')
+      assert.equal(r.url, '/v1/tools/serpapi/search')
+      assert.equal(r.headers['content-type'], 'application/json')
+      assert.equal(r.headers['content-length'], String(body.length))
+      assert.equal(r.headers['authorization'], token)
+      assert.equal(r.body, body)
+    }
+  }
+
+  for (const rateTool of ['paced', 'autocannon'] as const) {
+    it(`the ${rateTool} generator sends the method, headers and body of every request`, async () => {
+      const { url, seen, server } = await recordingServer()
+      try {
+        const r = await runFixedRate({
+          url: `${url}/v1/tools/serpapi/search`,
+          method: 'POST',
+          body,
+          headers: { authorization: token },
+          durationSec: 1,
+          connections: 4,
+          pinning,
+          rate: 20,
+          tool: rateTool,
+        })
+        assert.equal(r.non2xx + r.errors, 0)
+        assert.ok(r.requests > 0)
+        expectPosts(seen)
+        assert.equal(JSON.stringify(r).includes('secret-token-value'), false)
+      } finally {
+        server.close()
+      }
+    })
+  }
+
+  it('wrk sends the method, headers and body of every request', {
+    skip: hasCommand('wrk') ? false : 'wrk not installed (bench/setup)',
+  }, async () => {
+    const { url, seen, server } = await recordingServer()
+    try {
+      const r = await runWrk({
+        url: `${url}/v1/tools/serpapi/search`,
+        method: 'POST',
+        body,
+        headers: { authorization: token },
+        durationSec: 1,
+        connections: 1,
+        pinning,
+      })
+      assert.equal(r.non2xx + r.errors, 0)
+      assert.ok(r.requests > 0 && r.requests < 50, `${r.requests} requests`)
+      expectPosts(seen)
+    } finally {
+      server.closeAllConnections()
+      server.close()
+    }
+  })
+})
+
+describe('the bench gateway config', () => {
+  const yaml = gatewayConfig({ port: 8000, adminPort: 8001, upstreamPort: 9000, tmpDir: '/tmp/x' })
+  // Through the same path as `4runr config check`: parsed, validated, compiled.
+  const config = compileConfig(parseConfigText(yaml), yaml)
+  const set = new PolicySet(config.policies, 'test')
+  const decide = (
+    agent: AgentFacts,
+    intent: string | undefined,
+    args: unknown,
+    tool = 'serpapi',
+    action = 'search',
+  ) =>
+    set.decide({
+      agent,
+      scope: `${tool}:${action}`,
+      intent,
+      target: { kind: 'tool', tool, action },
+      args,
+      request: { method: 'POST', path: `/v1/tools/${tool}/${action}`, bytes: 21, ip: '127.0.0.1' },
+      now: Date.now(),
+    } satisfies DecisionInput)
+  const agent = (name: string, labels: Record<string, string> = {}): AgentFacts => ({
+    id: `agt_${name}`,
+    name,
+    labels,
+    roles: [],
+  })
+
+  it('points the SerpAPI and OpenAI tools at the bench upstream', () => {
+    const tools = config.raw.tools as Record<string, { url?: string }>
+    assert.equal(tools['serpapi']?.url, 'http://127.0.0.1:9000')
+    assert.equal(tools['openai']?.url, 'http://127.0.0.1:9000')
+  })
+
+  it('holds the rows’ three policies and 1,000 generated ones, four of which select the tool-policy agent by labels', () => {
+    assert.equal(GENERATED_POLICIES, 1000)
+    assert.equal(config.policies.length, 3 + GENERATED_POLICIES)
+    assert.deepEqual(
+      config.policies.slice(0, 3).map((p) => p.name),
+      ['bench', 'bench-tool', 'bench-openai'],
+    )
+    assert.deepEqual(policiesSelecting(POLICY_AGENT_LABELS), [7, 307, 607, 907])
+    const generated = (config.raw.policies ?? [])[3 + 7]
+    assert.deepEqual(generated?.agents, { labels: { team: 'team-7', tier: 't1' } })
+    assert.equal(generated?.allow?.length, 3)
+    assert.equal(generated?.deny?.length, 2)
+  })
+
+  it('lets the tool agent search by one rule naming it, and the OpenAI agent chat', () => {
+    const byName = decide(agent(TOOL_AGENT), undefined, JSON.parse(TOOL_BODY))
+    assert.equal(byName.decision, 'allow')
+    assert.equal(byName.rule, 'bench-tool/search')
+    const chat = decide(agent(OPENAI_AGENT), undefined, JSON.parse(OPENAI_BODY), 'openai', 'chat')
+    assert.equal(chat.decision, 'allow')
+    assert.equal(chat.rule, 'bench-openai/chat')
+    assert.equal(decide(agent(TOOL_AGENT), undefined, {}, 'openai', 'chat').decision, 'deny')
+  })
+
+  it('decides the tool-policy agent’s call by a generated policy: labels, the research intent and the CEL guard', () => {
+    const labelled = agent(POLICY_AGENT, { ...POLICY_AGENT_LABELS })
+    const allowed = decide(labelled, POLICY_INTENT, JSON.parse(TOOL_BODY))
+    assert.equal(allowed.decision, 'allow')
+    assert.equal(allowed.rule, 'bench-gen-0007/search')
+    assert.equal(decide(labelled, POLICY_INTENT, { q: 'bench', num: 50 }).decision, 'deny')
+    assert.equal(decide(labelled, undefined, JSON.parse(TOOL_BODY)).decision, 'deny')
+    const blocked = decide(labelled, POLICY_INTENT, { q: 'blocked-307 things', num: 5 })
+    assert.equal(blocked.decision, 'deny')
+    assert.equal(blocked.rule, 'bench-gen-0307/blocked-terms')
+    // The same name without the labels is selected by no policy that grants SerpAPI.
+    assert.equal(decide(agent(POLICY_AGENT), POLICY_INTENT, JSON.parse(TOOL_BODY)).decision, 'deny')
   })
 })
 
@@ -506,13 +827,14 @@ describe('smoke: upstream and bare proxy', () => {
   })
 })
 
-describe('smoke: gateway-auth', {
+describe('smoke: the gateway rows', {
   skip: existsSync(GATEWAY_CLI) ? false : 'not built (npm run build)',
 }, () => {
   const pinning: Pinning = { enabled: false, reason: 'test' }
   let tmpDir: string
   let upstream: Running & { port: number }
   let running: Running
+  const toolRows = new Map<string, Running>()
 
   before(async () => {
     tmpDir = mkdtempSync(join(tmpdir(), 'runr-bench-test-'))
@@ -524,8 +846,10 @@ describe('smoke: gateway-auth', {
       pinning,
       path: '/bench/hello',
     }
-    // start() itself refuses to return unless the route answers 401 without the token and 200 with it.
+    // start() itself refuses to return unless the route answers 401 without the token and 200
+    // with it (and, for the tool rows, the upstream's JSON where the route puts it).
     running = await gatewayAuth.start(ctx)
+    for (const row of [tool, toolPolicy, openaiPassthrough]) toolRows.set(row.name, await row.start(ctx))
   })
   after(async () => {
     await running?.stop()
@@ -585,5 +909,65 @@ describe('smoke: gateway-auth', {
       r.ok,
     )
     assert.equal(JSON.stringify(r).includes(running.tokenExchange!.agent.privateKeyJwk.d!), false)
+  })
+
+  it('starts the tool rows on the same gateway, each POSTing its JSON body with its own token', () => {
+    const gatewayOrigin = new URL(running.url).origin
+    const expected: Record<string, [string, string]> = {
+      tool: [TOOL_PATH, TOOL_BODY],
+      'tool-policy': [TOOL_PATH, TOOL_BODY],
+      'openai-passthrough': [OPENAI_PATH, OPENAI_BODY],
+    }
+    const tokens = new Set<string>()
+    for (const [name, [path, body]] of Object.entries(expected)) {
+      const row = toolRows.get(name)!
+      assert.equal(row.url, `${gatewayOrigin}${path}`, name)
+      assert.equal(row.method, 'POST')
+      assert.equal(row.body, body)
+      assert.match(row.headers?.['authorization'] ?? '', /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/)
+      assert.equal(row.proc, running.proc, 'one gateway process serves every gateway row')
+      tokens.add(row.headers!['authorization']!)
+    }
+    assert.equal(tokens.size, 3, 'one agent and token per row')
+  })
+
+  it('the paced generator sends each tool row’s call, answered 2xx every time', async () => {
+    const runs = [...toolRows].map(async ([name, row]) => ({
+      name,
+      r: await runFixedRate({
+        url: row.url,
+        method: row.method,
+        headers: row.headers,
+        body: row.body,
+        durationSec: 1,
+        connections: 4,
+        pinning,
+        rate: 50,
+      }),
+    }))
+    for (const { name, r } of await Promise.all(runs)) {
+      assert.equal(r.non2xx, 0, name)
+      assert.equal(r.errors, 0, name)
+      assert.equal(r.requests, 50, name)
+    }
+  })
+
+  it('refuses the tool-policy agent’s call over its CEL guard, and the tool agent’s token on the passthrough', async () => {
+    const policyRow = toolRows.get('tool-policy')!
+    const overGuard = await fetch(policyRow.url, {
+      method: 'POST',
+      headers: { ...policyRow.headers, 'content-type': 'application/json' },
+      body: JSON.stringify({ q: 'bench', num: 50 }),
+    })
+    assert.equal(overGuard.status, 403)
+    assert.equal(((await overGuard.json()) as { error: { code: string } }).error.code, 'policy_denied')
+    const passthrough = toolRows.get('openai-passthrough')!
+    const wrongScope = await fetch(passthrough.url, {
+      method: 'POST',
+      headers: { ...toolRows.get('tool')!.headers, 'content-type': 'application/json' },
+      body: OPENAI_BODY,
+    })
+    assert.equal(wrongScope.status, 403)
+    await wrongScope.arrayBuffer()
   })
 })

@@ -16,8 +16,10 @@
  *   a saturated 50-connection burst, close to the throughput run's, not the latency at a
  *   steady 2,000/s. Kept for comparison (BENCH_RATE_TOOL=autocannon).
  * RATE 0 runs autocannon as fast as it can: the throughput fallback when wrk is missing.
- * Extra request headers (gateway-auth's bearer token) come as JSON in BENCH_LOAD_HEADERS, so
- * they never appear in argv.
+ * The request comes in the environment, so it never appears in argv: the method in
+ * BENCH_LOAD_METHOD (GET, or POST with a body), extra headers (an agent's bearer token) as JSON
+ * in BENCH_LOAD_HEADERS, the body in BENCH_LOAD_BODY (JSON unless a content-type header says
+ * otherwise). See `requestOf` in load.ts.
  *
  * Percentiles come from every response's own time with sub-millisecond precision
  * (autocannon's histogram keeps whole milliseconds, too coarse for a 1 ms comparison; its
@@ -27,7 +29,7 @@
 import { pathToFileURL } from 'node:url'
 import autocannon, { type Options, type Result } from 'autocannon'
 import { type Dispatcher, Pool } from 'undici'
-import { HEADERS_ENV, type LoadResult } from './load.ts'
+import { BODY_ENV, HEADERS_ENV, type LoadResult, METHOD_ENV, type RequestSpec, requestOf } from './load.ts'
 
 export type RateTool = 'paced' | 'autocannon'
 
@@ -52,6 +54,17 @@ export function headersFromEnv(raw: string | undefined): Record<string, string> 
     out[name.toLowerCase()] = value
   }
   return out
+}
+
+/** The request from the environment (see the file comment), defaults applied. */
+export function requestFromEnv(env: NodeJS.ProcessEnv): RequestSpec {
+  const method = env[METHOD_ENV]
+  const body = env[BODY_ENV]
+  return requestOf({
+    headers: headersFromEnv(env[HEADERS_ENV]),
+    ...(method === undefined || method === '' ? {} : { method }),
+    ...(body === undefined ? {} : { body }),
+  })
 }
 
 /** The q-quantile (0..1) of ascending `sorted` (nearest rank). */
@@ -88,7 +101,7 @@ class Samples {
 async function pacedRun(
   pool: Pool,
   path: string,
-  headers: Record<string, string>,
+  request: RequestSpec,
   rate: number,
   durationSec: number,
   samples: Samples | null,
@@ -125,7 +138,15 @@ async function pacedRun(
         finish()
       },
     }
-    pool.dispatch({ method: 'GET', path, headers }, handler)
+    pool.dispatch(
+      {
+        method: request.method as Dispatcher.HttpMethod,
+        path,
+        headers: request.headers,
+        ...(request.body === undefined ? {} : { body: request.body }),
+      },
+      handler,
+    )
   }
   const start = performance.now()
   await new Promise<void>((res) => {
@@ -154,16 +175,16 @@ async function paced(
   rate: number,
   durationSec: number,
   connections: number,
-  extraHeaders: Record<string, string>,
+  request: RequestSpec,
 ): Promise<Output> {
   const target = new URL(url)
   const pool = new Pool(target.origin, { connections, pipelining: 1, keepAliveTimeout: 60_000 })
   const path = target.pathname + target.search
-  const headers = { 'user-agent': 'runr-bench-paced', ...extraHeaders }
+  const sent = { ...request, headers: { 'user-agent': 'runr-bench-paced', ...request.headers } }
   try {
-    await pacedRun(pool, path, headers, rate, WARMUP_S, null)
+    await pacedRun(pool, path, sent, rate, WARMUP_S, null)
     const samples = new Samples()
-    const r = await pacedRun(pool, path, headers, rate, durationSec, samples)
+    const r = await pacedRun(pool, path, sent, rate, durationSec, samples)
     const sorted = samples.sorted()
     return {
       rate,
@@ -198,13 +219,15 @@ async function withAutocannon(
   rate: number,
   durationSec: number,
   connections: number,
-  headers: Record<string, string>,
+  request: RequestSpec,
 ): Promise<Output> {
   const options: Options = {
     url,
     connections,
     timeout: 10,
-    headers,
+    method: request.method,
+    headers: request.headers,
+    ...(request.body === undefined ? {} : { body: request.body }),
     ...(rate > 0 ? { overallRate: rate } : {}),
   }
   await autocannonRun({ ...options, duration: WARMUP_S }, null)
@@ -240,11 +263,11 @@ async function main(): Promise<void> {
   const duration = Number(durationArg)
   const connections = Number(connectionsArg)
   const tool = rate > 0 ? rateTool(toolArg) : 'autocannon'
-  const headers = headersFromEnv(process.env[HEADERS_ENV])
+  const request = requestFromEnv(process.env)
   const out =
     tool === 'paced'
-      ? await paced(url, rate, duration, connections, headers)
-      : await withAutocannon(url, rate, duration, connections, headers)
+      ? await paced(url, rate, duration, connections, request)
+      : await withAutocannon(url, rate, duration, connections, request)
   process.stdout.write(`${JSON.stringify(out)}\n`)
 }
 

@@ -1,5 +1,6 @@
 /**
- * Agent identity for the `gateway-auth` row and the token exchange measurement: create an agent
+ * Agent identity for the rows behind agent tokens (`gateway-auth`, `tool`, `tool-policy`,
+ * `openai-passthrough`) and the token exchange measurement: create an agent
  * over the admin API, sign RFC 7523 assertions with its private JWK (as the CLI's
  * `signAssertion` does), and exchange one for an access token at `POST /v1/token`.
  *
@@ -36,12 +37,20 @@ async function json(res: Response, what: string): Promise<Record<string, unknown
   return JSON.parse(body) as Record<string, unknown>
 }
 
-/** `POST /v1/agents` on the admin listener: a new agent with a gateway-generated key pair. */
-export async function createAgent(adminUrl: string, adminKey: string, name: string): Promise<BenchAgent> {
+/**
+ * `POST /v1/agents` on the admin listener: a new agent with a gateway-generated key pair, and
+ * `labels` for policies that select agents by label.
+ */
+export async function createAgent(
+  adminUrl: string,
+  adminKey: string,
+  name: string,
+  labels?: Record<string, string>,
+): Promise<BenchAgent> {
   const res = await fetch(`${adminUrl}/v1/agents`, {
     method: 'POST',
     headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ name }),
+    body: JSON.stringify(labels === undefined ? { name } : { name, labels }),
   })
   const created = await json(res, 'POST /v1/agents')
   const agent = {
@@ -84,26 +93,28 @@ export async function assertionSigner(agent: BenchAgent, issuer: string) {
   }
 }
 
-/** The form body of a jwt-bearer token request. */
-export function tokenRequestBody(assertion: string, scope: string, ttlSec?: number): string {
+/** The form body of a jwt-bearer token request; `intent` is the token's declared purpose. */
+export function tokenRequestBody(assertion: string, scope: string, ttlSec?: number, intent?: string): string {
   const form = new URLSearchParams({ grant_type: JWT_BEARER, assertion, scope })
   if (ttlSec !== undefined) form.set('ttl', String(ttlSec))
+  if (intent !== undefined) form.set('intent', intent)
   return form.toString()
 }
 
-/** Exchanges one fresh assertion for an access token with `scope`, valid `ttlSec`. */
+/** Exchanges one fresh assertion for an access token with `scope` (and `intent`), valid `ttlSec`. */
 export async function fetchToken(
   publicUrl: string,
   agent: BenchAgent,
   issuer: string,
   scope: string,
   ttlSec: number,
+  intent?: string,
 ): Promise<{ token: string; expiresIn: number }> {
   const sign = await assertionSigner(agent, issuer)
   const res = await fetch(`${publicUrl}/v1/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: tokenRequestBody(await sign(), scope, ttlSec),
+    body: tokenRequestBody(await sign(), scope, ttlSec, intent),
   })
   const answer = await json(res, 'POST /v1/token')
   const token = answer['access_token']

@@ -63,37 +63,106 @@ export function parseWrk(output: string): LoadResult {
   }
 }
 
-export interface LoadOptions {
+/** What a row asks every load generator to send: GET without a body unless it says otherwise. */
+export interface LoadRequest {
+  /** `GET` by default, `POST` when there is a body */
+  method?: string
+  /** sent with every request (may hold a bearer token: never logged) */
+  headers?: Record<string, string>
+  /** the request body, JSON unless `headers` name another content-type (may hold secrets too) */
+  body?: string
+}
+
+/** A `LoadRequest` with its defaults applied: what goes on the wire. */
+export interface RequestSpec {
+  method: string
+  headers: Record<string, string>
+  body?: string
+}
+
+export interface LoadOptions extends LoadRequest {
   url: string
   durationSec: number
   connections: number
   pinning: Pinning
-  /** sent with every request (may hold a bearer token: never logged) */
-  headers?: Record<string, string>
 }
-
-/** Environment variable that hands the request headers to fixed-rate.ts, as JSON. */
-export const HEADERS_ENV = 'BENCH_LOAD_HEADERS'
 
 /**
- * A wrk Lua script that sets `headers` on every request. A script rather than `-H`, because a
- * command line is visible to every user in `ps` and the headers may hold a bearer token.
+ * The request every generator sends for `r`: the method defaults to GET, or POST with a body; a
+ * body is JSON (`content-type: application/json`) unless the row set its own content-type.
+ * Errors name the method, never a header or the body.
  */
-export function wrkHeaderScript(headers: Record<string, string>): string {
-  return Object.entries(headers)
-    .map(([name, value]) => `wrk.headers[${JSON.stringify(name)}] = ${JSON.stringify(value)}`)
-    .join('\n')
+export function requestOf(r: LoadRequest): RequestSpec {
+  const body = r.body === '' ? undefined : r.body
+  const method = r.method ?? (body === undefined ? 'GET' : 'POST')
+  if (!/^[A-Z]{1,16}$/.test(method)) throw new Error(`not an HTTP method: ${JSON.stringify(method)}`)
+  if (body !== undefined && (method === 'GET' || method === 'HEAD')) {
+    throw new Error(`a ${method} request cannot carry a body`)
+  }
+  const headers: Record<string, string> = {}
+  for (const [name, value] of Object.entries(r.headers ?? {})) headers[name.toLowerCase()] = value
+  if (body !== undefined && headers['content-type'] === undefined)
+    headers['content-type'] = 'application/json'
+  return body === undefined ? { method, headers } : { method, headers, body }
 }
 
-/** `wrk -t1 -cN -dDs --latency [-s headers.lua] URL`, pinned to the load CPU. */
+/** Environment variables that hand the request to fixed-rate.ts: headers as JSON, method, body. */
+export const HEADERS_ENV = 'BENCH_LOAD_HEADERS'
+export const METHOD_ENV = 'BENCH_LOAD_METHOD'
+export const BODY_ENV = 'BENCH_LOAD_BODY'
+
+/** The environment that hands `r` to fixed-rate.ts (never its argv: `ps` shows argv to everyone). */
+export function requestEnv(r: LoadRequest): Record<string, string> {
+  const spec = requestOf(r)
+  return {
+    [METHOD_ENV]: spec.method,
+    ...(Object.keys(spec.headers).length > 0 ? { [HEADERS_ENV]: JSON.stringify(spec.headers) } : {}),
+    ...(spec.body === undefined ? {} : { [BODY_ENV]: spec.body }),
+  }
+}
+
+/**
+ * A Lua string literal of `text`'s UTF-8 bytes: printable ASCII as is, every other byte (and the
+ * quote and backslash) as a three-digit decimal escape, which wrk's LuaJIT reads in any context
+ * (JSON's `\uXXXX` escapes are not Lua).
+ */
+export function luaString(text: string): string {
+  let out = '"'
+  for (const byte of Buffer.from(text, 'utf8')) {
+    out +=
+      byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c
+        ? String.fromCharCode(byte)
+        : `\\${String(byte).padStart(3, '0')}`
+  }
+  return `${out}"`
+}
+
+/**
+ * A wrk Lua script that sets the method, the body and the headers of every request, or '' for a
+ * plain GET. A script rather than `-H`/`-s` arguments, because a command line is visible to every
+ * user in `ps` and the headers may hold a bearer token. wrk adds the Content-Length of the body.
+ */
+export function wrkScript(r: LoadRequest): string {
+  const spec = requestOf(r)
+  const lines: string[] = []
+  if (spec.method !== 'GET') lines.push(`wrk.method = ${luaString(spec.method)}`)
+  if (spec.body !== undefined) lines.push(`wrk.body = ${luaString(spec.body)}`)
+  for (const [name, value] of Object.entries(spec.headers)) {
+    lines.push(`wrk.headers[${luaString(name)}] = ${luaString(value)}`)
+  }
+  return lines.join('\n')
+}
+
+/** `wrk -t1 -cN -dDs --latency [-s request.lua] URL`, pinned to the load CPU. */
 export async function runWrk(options: LoadOptions): Promise<LoadResult> {
   let scriptDir: string | undefined
   const scriptArgs: string[] = []
-  if (options.headers !== undefined && Object.keys(options.headers).length > 0) {
+  const script = wrkScript(options)
+  if (script !== '') {
     scriptDir = mkdtempSync(join(tmpdir(), 'runr-wrk-'))
-    const script = join(scriptDir, 'headers.lua')
-    writeFileSync(script, wrkHeaderScript(options.headers), { mode: 0o600 })
-    scriptArgs.push('-s', script)
+    const file = join(scriptDir, 'request.lua')
+    writeFileSync(file, script, { mode: 0o600 })
+    scriptArgs.push('-s', file)
   }
   const argv = [
     ...pinPrefix(options.pinning, 'load'),
@@ -146,10 +215,9 @@ export async function runFixedRate(
     options.tool ?? 'paced',
   ]
   // In the environment, not argv: argv shows up in `ps` and in error messages.
-  const env = options.headers ? { [HEADERS_ENV]: JSON.stringify(options.headers) } : undefined
   const { code, stdout, stderr } = await runToEnd('fixed-rate', argv, {
     timeoutMs: (options.durationSec + 30) * 1000,
-    ...(env ? { env } : {}),
+    env: requestEnv(options),
   })
   const line = stdout.trim().split('\n').pop() ?? ''
   if (code !== 0 || !line.startsWith('{')) {

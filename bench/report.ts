@@ -9,6 +9,8 @@ export interface TargetSamples {
   name: string
   about?: string
   url?: string
+  /** the request method when not GET (the tool rows POST) */
+  method?: string
   /** why the target did not run (not built, not installed, failed to start) */
   skipped?: string
   /** one throughput result per round */
@@ -21,6 +23,7 @@ export interface Row {
   name: string
   about?: string
   url?: string
+  method?: string
   skipped?: string
   /** medians over the rounds; null when nothing was measured */
   rps: number | null
@@ -53,6 +56,7 @@ export function buildRows(samples: TargetSamples[], reference = 'nginx'): Row[] 
     name: s.name,
     about: s.about,
     url: s.url,
+    ...(s.method === undefined ? {} : { method: s.method }),
     skipped: s.skipped,
     rps: median(s.throughput.map((r) => r.rps)),
     p50: median(s.throughput.map((r) => r.p50)),
@@ -142,21 +146,35 @@ function missingReason(rows: Row[], subject: string, reference: string, what: st
       : `no ${what} measured`
 }
 
+const fmtPercent = (ratio: number) => `${(ratio * 100).toFixed(2)}%`
+
 /**
  * `subject`'s median RPS is at least `min` of `reference`'s. With `answeredOnly`, any non-2xx
  * answer or error in `subject`'s runs fails it: wrk counts refusals as requests, and a row
- * answering 401 (an expired or refused token) is faster than one doing the work.
+ * answering 401 (an expired or refused token) is faster than one doing the work. `what` says in
+ * the check's name what the two rows are; `also` adds, for information, the ratio to another row.
  */
-function rpsCheck(rows: Row[], subject: string, reference: string, min: number, answeredOnly = false): Check {
+function rpsCheck(
+  rows: Row[],
+  subject: string,
+  reference: string,
+  min: number,
+  options: { answeredOnly?: boolean; what?: string; also?: { row: string; what: string } } = {},
+): Check {
   const s = rows.find((r) => r.name === subject)
   const ref = rows.find((r) => r.name === reference)
-  const name = `${subject} RPS ≥ ${Math.round(min * 100)}% of ${reference}`
+  const name = `${subject} RPS ≥ ${Math.round(min * 100)}% of ${reference}${options.what ? ` (${options.what})` : ''}`
   if (s?.rps == null || !ref?.rps) {
     return { name, pass: null, detail: missingReason(rows, subject, reference, 'RPS') }
   }
   const ratio = s.rps / ref.rps
-  const detail = `${(ratio * 100).toFixed(2)}% (${fmtInt(s.rps)} vs ${fmtInt(ref.rps)})`
-  if (answeredOnly && s.non2xx + s.errors > 0) {
+  const other = options.also && rows.find((r) => r.name === options.also?.row)
+  const also =
+    options.also && other?.rps
+      ? `; ${fmtPercent(s.rps / other.rps)} of ${options.also.row} (${options.also.what}, ${fmtInt(other.rps)})`
+      : ''
+  const detail = `${fmtPercent(ratio)} (${fmtInt(s.rps)} vs ${fmtInt(ref.rps)})${also}`
+  if (options.answeredOnly && s.non2xx + s.errors > 0) {
     return {
       name,
       pass: false,
@@ -187,7 +205,53 @@ export function acceptanceChecks(rows: Row[], subject = 'gateway', reference = '
           pass: null,
           detail: missing('fixed-rate p99'),
         }
-  return [throughput, latency, rpsCheck(rows, 'gateway-auth', subject, MIN_AUTH_RPS_RATIO, true)]
+  return [
+    throughput,
+    latency,
+    rpsCheck(rows, 'gateway-auth', subject, MIN_AUTH_RPS_RATIO, { answeredOnly: true }),
+  ]
+}
+
+/** Issue 5: what a realistic policy set may cost the tool route, against a minimal one. */
+export const MIN_TOOL_POLICY_RATIO = 0.95
+/** Issue 6: the share of the channel route's throughput the tool route keeps. */
+export const MIN_TOOL_RATIO = 0.6
+/** Issue 6: the share of the channel route's throughput the OpenAI passthrough keeps. */
+export const MIN_PASSTHROUGH_RATIO = 0.75
+/**
+ * "The channel route" of issue 6's targets: the token-protected channel route (gateway-auth),
+ * which pays what the tool routes pay for the agent (token, revocation, policy decision). The
+ * public channel row (gateway) is printed beside it for information.
+ */
+export const CHANNEL_ROW = 'gateway-auth'
+
+/**
+ * The tool route's checks, all on rows of the same gateway process in the same run, and failed
+ * by any refusal under load (a 403 is cheaper than the work):
+ * - `tool-policy` ≥ 95% of `tool` (issue 5): the same SerpAPI call decided by a generated policy
+ *   of 1,000 (selected by labels, intent and CEL guard, deny rules evaluated) against one allow
+ *   rule naming the agent. Policies cannot be switched off (default deny): the minimal policy is
+ *   the baseline;
+ * - `tool` ≥ 60% and `openai-passthrough` ≥ 75% of `gateway-auth` (issue 6).
+ */
+export function toolChecks(rows: Row[]): Check[] {
+  const channel = { row: 'gateway', what: 'public channel route' }
+  return [
+    rpsCheck(rows, 'tool-policy', 'tool', MIN_TOOL_POLICY_RATIO, {
+      answeredOnly: true,
+      what: 'realistic policy set: 1,000 policies, label selector, intent, CEL guard, vs one allow rule naming the agent',
+    }),
+    rpsCheck(rows, 'tool', CHANNEL_ROW, MIN_TOOL_RATIO, {
+      answeredOnly: true,
+      what: 'the token-protected channel route',
+      also: channel,
+    }),
+    rpsCheck(rows, 'openai-passthrough', CHANNEL_ROW, MIN_PASSTHROUGH_RATIO, {
+      answeredOnly: true,
+      what: 'the token-protected channel route',
+      also: channel,
+    }),
+  ]
 }
 
 export function formatCheck(c: Check): string {

@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: the gateway (public and behind agent tokens) against nginx, the bare-Node
- * ceiling and the upstream itself, back to back in one run, interleaved over several rounds;
- * then token exchanges per second on the gateway-auth gateway. Prints a table of medians, the
+ * ceiling and the upstream itself, and the same gateway's tool route (with a minimal and with a
+ * realistic policy set) and OpenAI passthrough, back to back in one run, interleaved over
+ * several rounds; then token exchanges per second on the gateway-auth gateway. Prints a table of medians, the
  * exchange rate and the acceptance checks, and writes bench/results/latest.json.
  *
  * Environment:
@@ -26,7 +27,14 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { type ExchangeResult, type LoadResult, runFixedRate, runTokenExchange, runWrk } from './load.ts'
+import {
+  type ExchangeResult,
+  type LoadRequest,
+  type LoadResult,
+  runFixedRate,
+  runTokenExchange,
+  runWrk,
+} from './load.ts'
 import { formatPolicyDecision, measurePolicyDecision, POLICY_MEDIAN_LIMIT_US } from './policy-decision.ts'
 import { detectPinning, hasCommand, killAllNow, type Pinning, ROOT, stopAll } from './proc.ts'
 import {
@@ -36,8 +44,16 @@ import {
   formatExchange,
   formatTable,
   type TargetSamples,
+  toolChecks,
 } from './report.ts'
-import { type BenchContext, type Running, startUpstream, TARGETS, type Target } from './targets.ts'
+import {
+  type BenchContext,
+  describeRequest,
+  type Running,
+  startUpstream,
+  TARGETS,
+  type Target,
+} from './targets.ts'
 import { upstreamKind } from './upstream.ts'
 
 function envNumber(name: string, fallback: number): number {
@@ -107,6 +123,15 @@ const log = (line = '') => process.stdout.write(`${line}\n`)
 const fmt = (r: LoadResult) =>
   `${Math.round(r.rps).toLocaleString('en-US').padStart(7)} rps  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms` +
   (r.non2xx + r.errors > 0 ? `  (${r.non2xx} non-2xx, ${r.errors} errors)` : '')
+
+/** The load request of a row: its method, headers and body, as the generators take them. */
+function requestOfRow(running: Running): LoadRequest {
+  return {
+    ...(running.method === undefined ? {} : { method: running.method }),
+    ...(running.headers === undefined ? {} : { headers: running.headers }),
+    ...(running.body === undefined ? {} : { body: running.body }),
+  }
+}
 
 interface Live {
   target: Target
@@ -189,23 +214,21 @@ async function main(): Promise<number> {
       const running = await target.start(ctx)
       started.push(running)
       samples.url = running.url
+      if (running.method !== undefined) samples.method = running.method
       live.push({ target, running, samples })
-      // Header names only: their values may be tokens.
-      const sent = Object.keys(running.headers ?? {})
-      log(
-        `${target.name}: ${running.url}${sent.length > 0 ? ` (with ${sent.join(', ')} on every request)` : ''}`,
-      )
+      log(`${target.name}: ${describeRequest(running)}`)
     } catch (err) {
       samples.skipped = 'failed to start'
       log(`${target.name}: failed to start: ${(err as Error).message}`)
     }
   }
   log()
+  const namePad = Math.max(12, ...live.map((l) => l.target.name.length))
 
   const throughputRun = (running: Running, durationSec: number) => {
     const options = {
       url: running.url,
-      headers: running.headers,
+      ...requestOfRow(running),
       durationSec,
       connections: params.connections,
       pinning,
@@ -247,7 +270,7 @@ async function main(): Promise<number> {
       await attempt(l, `round ${round} throughput`, async () => {
         const r = await throughputRun(l.running, params.durationSec)
         l.samples.throughput.push(r)
-        log(`  ${l.target.name.padEnd(12)} ${fmt(r)}`)
+        log(`  ${l.target.name.padEnd(namePad)} ${fmt(r)}`)
       })
     }
     log(`round ${round}/${params.rounds}: fixed rate ${params.rate}/s`)
@@ -255,7 +278,7 @@ async function main(): Promise<number> {
       await attempt(l, `round ${round} fixed rate`, async () => {
         const r = await runFixedRate({
           url: l.running.url,
-          headers: l.running.headers,
+          ...requestOfRow(l.running),
           durationSec: params.rateDurationSec,
           connections: params.connections,
           pinning,
@@ -263,7 +286,7 @@ async function main(): Promise<number> {
           tool: params.rateTool,
         })
         l.samples.fixedRate.push(r)
-        log(`  ${l.target.name.padEnd(12)} ${fmt(r)}`)
+        log(`  ${l.target.name.padEnd(namePad)} ${fmt(r)}`)
       })
     }
   }
@@ -275,6 +298,7 @@ async function main(): Promise<number> {
   const rows = buildRows(all)
   const checks = [
     ...acceptanceChecks(rows),
+    ...toolChecks(rows),
     {
       name: `policy decision median under ${POLICY_MEDIAN_LIMIT_US} µs (1,000 policies, 10,000 agents, CEL guard)`,
       pass: policyDecision.medianUs < POLICY_MEDIAN_LIMIT_US,
