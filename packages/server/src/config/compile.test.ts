@@ -151,4 +151,27 @@ describe('compileConfig', () => {
     assert.equal(compileConfig({}, 'a').version, compileConfig({}, 'a').version)
     assert.notEqual(compileConfig({}, 'a').version, compileConfig({}, 'b').version)
   })
+  it('refuses a bad http_fetch allowNetworks entry and a bad policy at load, with their paths', () => {
+    const found = problems({
+      tools: { http_fetch: { allowNetworks: ['10.0.0.0/8', 'not-a-network'] } },
+      policies: [{ name: 'p', agents: { all: true }, allow: [{ tool: 't', when: 'args.x <' }] }],
+    })
+    assert.deepEqual(
+      found.map((p) => p.split(':')[0]),
+      ['policies[0].allow[0].when', 'tools.http_fetch.allowNetworks[1]'],
+    )
+  })
+
+  it('refuses two policies with one name', () => {
+    const found = problems({
+      policies: [
+        { name: 'p', agents: { all: true }, allow: [{ tool: 't' }] },
+        { name: 'p', agents: { all: true }, allow: [{ tool: 'u' }] },
+      ],
+    })
+    assert.deepEqual(
+      found.map((p) => p.split(':')[0]),
+      ['policies[1].name'],
+    )
+  })
 })

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto'
 import { compileTemplate, type HeaderTemplate } from '../http/header-template.ts'
+import { parseNetworks } from '../net/allow-networks.ts'
 import { type CompiledPolicy, compilePolicy } from '../policy/compile.ts'
 import { durationMs } from './duration.ts'
 import { ConfigError, type ConfigProblem } from './load.ts'
@@ -211,6 +212,13 @@ export function compileConfig(
   const tokens = compileTokens(raw, problems)
   const version = createHash('sha256').update(sourceText).digest('hex').slice(0, 12)
   const policies = compileConfigPolicies(raw, version, problems)
+  const allowNetworks = raw.tools?.http_fetch?.allowNetworks
+  if (allowNetworks !== undefined) {
+    const parsed = parseNetworks(allowNetworks)
+    if (!parsed.ok)
+      for (const p of parsed.problems)
+        problems.push({ path: `tools.http_fetch.allowNetworks[${p.index}]`, message: p.reason })
+  }
   const approvalTtlMs = raw.approvals?.ttl === undefined ? 3_600_000 : durationMs(raw.approvals.ttl)
   if (approvalTtlMs < 1000) problems.push({ path: 'approvals.ttl', message: 'must be at least 1s' })
   if (problems.length > 0) throw new ConfigError(problems)

@@ -17,6 +17,8 @@ export type NetFetchReason =
   | 'connect_failed'
   | 'upstream_failed'
   | 'aborted'
+  /** The caller's redirect check refused the next hop (a policy's domain list). */
+  | 'redirect_refused'
 
 /** A failed outbound fetch, with a stable reason. */
 export class NetFetchError extends Error {
@@ -64,6 +66,8 @@ export function toGatewayError(err: unknown): GatewayError {
     case 'bad_url':
     case 'bad_request':
       return new GatewayError('bad_request', err.message, options)
+    case 'redirect_refused':
+      return new GatewayError('policy_denied', err.message, options)
     case 'timeout':
       return new GatewayError('upstream_timeout', err.message, options)
     case 'too_large':

@@ -35,6 +35,11 @@ export interface SafeFetchOptions extends SafeLookupOptions {
   readonly signal?: AbortSignal
   /** Where to keep keep-alive connection pools between calls; without it each call has its own. */
   readonly dispatcherCache?: DispatcherCache
+  /**
+   * Asked for every redirect's canonical host after the SSRF checks passed: false refuses the hop
+   * (`redirect_refused`), so a host the caller allows cannot hand the fetch on to one it does not.
+   */
+  readonly allowRedirectHost?: (host: string) => boolean
 }
 
 /** The upstream's final answer. */
@@ -339,6 +344,13 @@ export async function safeFetch(input: SafeFetchInput, options: SafeFetchOptions
           )
         }
         const next = target(Array.isArray(location) ? location[0]! : location, url, options.allowNetworks)
+        if (options.allowRedirectHost !== undefined && !options.allowRedirectHost(hostOf(next))) {
+          throw new NetFetchError(
+            'redirect_refused',
+            `${hostOf(url)} redirected to ${hostOf(next)}, which is not allowed here.`,
+            { host: hostOf(next), upstreamStatus: res.statusCode },
+          )
+        }
         if (next.origin !== url.origin) for (const name of CREDENTIAL_HEADERS) delete headers[name]
         if (
           (res.statusCode === 303 && method !== 'HEAD') ||

@@ -404,6 +404,30 @@ export class PolicySet {
   }
 
   /**
+   * The domain check for the hops an http_fetch call is redirected to: the deciding rule's domain
+   * list and every deny rule's denied domains for this agent and target, judged on each hop's host
+   * (the other conditions of a deny rule are not re-judged: a redirect only ever refuses more).
+   * Undefined when no rule involved lists domains.
+   */
+  redirectHostCheck(
+    agent: AgentFacts,
+    target: DecisionTarget,
+    deciding: CompiledPolicyRule | null,
+  ): ((host: string) => boolean) | undefined {
+    const denies = this.rulesFor(agent, target).deny.filter((rule) => rule.domains !== null)
+    const allowed = deciding?.domains ?? null
+    if (denies.length === 0 && allowed === null) return undefined
+    return (host) => {
+      if (allowed !== null && !allowed.check(host).ok) return false
+      for (const rule of denies) {
+        const verdict = rule.domains!.check(host)
+        if (!verdict.ok && verdict.reason === 'domain_denied') return false
+      }
+      return true
+    }
+  }
+
+  /**
    * Could any policy ever allow `agent` the scope token (`tool:action`, `tool:*`, `channel:NAME`)?
    * Token issuance refuses a scope that cannot ever be used.
    */

@@ -17,7 +17,12 @@ export interface ActionRunner {
     tool: ToolDefinition,
     action: string,
     params: unknown,
-    options?: { settings?: Partial<ToolSettings>; secret?: string; signal?: AbortSignal },
+    options?: {
+      settings?: Partial<ToolSettings>
+      secret?: string
+      signal?: AbortSignal
+      allowRedirectHost?: (host: string) => boolean
+    },
   ): Promise<ToolResult>
   /** Usage reported by streams through `reportUsage`, in order. */
   readonly usage: LlmUsage[]
@@ -62,6 +67,9 @@ export function createActionRunner(options: { maxAnswerBytes?: number } = {}): A
         upstreamStream: (request) => client.open(settings, request, signal, trace),
         dispatchers,
         reportUsage: (u) => usage.push(u),
+        ...(runOptions.allowRedirectHost === undefined
+          ? {}
+          : { allowRedirectHost: runOptions.allowRedirectHost }),
       })
     },
     async close() {

@@ -205,6 +205,9 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
             .recordTokens(outcome.rule, agent.id, usage.promptTokens + usage.completionTokens)
             .catch((err: unknown) => deps.onError?.(err))
         },
+        allowRedirectHost: deps.policies
+          .current()
+          .redirectHostCheck(agent, { kind: 'tool', tool: tool.name, action: actionName }, outcome.rule),
       })
       const durationMs = performance.now() - started
       ctx.upstreamMs = durationMs

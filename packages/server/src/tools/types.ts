@@ -64,6 +64,11 @@ export interface ToolCallContext<P> {
   traceHeaders: Record<string, string>
   /** Count LLM usage learnt while streaming (the final usage chunk) against `quota.tokens`. */
   reportUsage(usage: LlmUsage): void
+  /**
+   * For calls that follow redirects (http_fetch): may each hop's host be reached? The policy's
+   * domain lists judged again, so an allowed host cannot redirect the call somewhere denied.
+   */
+  allowRedirectHost?: (host: string) => boolean
 }
 
 export interface LlmUsage {

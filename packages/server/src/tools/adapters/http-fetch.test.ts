@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { GatewayError } from '../../errors/gateway-error.ts'
 import type { ResolvedAddress } from '../../net/safe-lookup.ts'
+import { compilePolicy } from '../../policy/compile.ts'
+import { PolicySet } from '../../policy/policy-set.ts'
 import { type ActionRunner, createActionRunner } from '../test-helpers.ts'
 import type { ToolDefinition } from '../types.ts'
 import { createHttpFetch } from './http-fetch.ts'
@@ -111,7 +113,12 @@ type Data = {
 describe('the http_fetch tool', () => {
   let site: Site
   let runner: ActionRunner
-  const resolved: Record<string, string[]> = { 'loopback.test': ['127.0.0.1'], 'internal.test': ['10.0.0.1'] }
+  const resolved: Record<string, string[]> = {
+    'loopback.test': ['127.0.0.1'],
+    'internal.test': ['10.0.0.1'],
+    'wiki.test': ['127.0.0.1'],
+    'elsewhere.test': ['127.0.0.1'],
+  }
   const tool: ToolDefinition = createHttpFetch({
     resolve: async (host): Promise<ResolvedAddress[]> => {
       const addresses = resolved[host]
@@ -356,5 +363,53 @@ describe('the http_fetch tool', () => {
     )
     assert.equal(err.code, 'tool_unavailable')
     assert.match(err.message, /allowNetworks\[0\]/)
+  })
+  it("judges every redirect hop against the policy's domain lists", async () => {
+    const compiled = compilePolicy(
+      {
+        name: 'wiki',
+        agents: { all: true },
+        allow: [{ tool: 'http_fetch', actions: ['get'], domains: { allow: ['wiki.test', 'loopback.test'] } }],
+        deny: [{ tool: 'http_fetch', domains: { deny: ['loopback.test'] } }],
+      },
+      'config',
+      'test',
+    )
+    assert.ok(compiled.ok)
+    const set = new PolicySet([compiled.policy], 'test')
+    const agent = { id: 'a', name: 'a', labels: {}, roles: [] }
+    const target = { kind: 'tool' as const, tool: 'http_fetch', action: 'get' }
+    const decision = set.decide({
+      agent,
+      scope: 'http_fetch:get',
+      intent: undefined,
+      target,
+      args: { url: `http://wiki.test:${site.port}/json` },
+      request: { method: 'POST', path: '/', bytes: 0, ip: '' },
+      now: Date.now(),
+    })
+    assert.equal(decision.decision, 'allow')
+    const allowRedirectHost = set.redirectHostCheck(agent, target, decision.deciding)!
+    const run = (to: string) =>
+      runner.run(
+        tool,
+        'get',
+        { url: `http://wiki.test:${site.port}/redirect?to=${encodeURIComponent(to)}` },
+        { settings: { options: local }, allowRedirectHost },
+      )
+    // Within the allowed domain: followed.
+    const ok = await run(`http://wiki.test:${site.port}/json`)
+    assert.ok('data' in ok)
+    assert.equal((ok.data as Data).redirects, 1)
+    // Allowed by SSRF (same address), but not by the policy: refused before the hop is requested.
+    const seen = site.seen.length
+    const outside = await rejection(run(`http://elsewhere.test:${site.port}/json`))
+    assert.equal(outside.code, 'policy_denied')
+    assert.equal(outside.details?.['reason'], 'redirect_refused')
+    assert.equal(outside.details?.['host'], 'elsewhere.test')
+    // A domain a deny rule lists is refused even though the allow rule lists it too.
+    const denied = await rejection(run(`http://loopback.test:${site.port}/json`))
+    assert.equal(denied.details?.['reason'], 'redirect_refused')
+    assert.equal(site.seen.length, seen + 2, 'only the redirecting requests reached the site')
   })
 })

@@ -209,6 +209,7 @@ export function createHttpFetch(options: HttpFetchOptions = {}): ToolDefinition 
           timeoutMs: call.settings.timeoutMs,
           signal: call.signal,
           dispatcherCache: call.dispatchers,
+          ...(call.allowRedirectHost === undefined ? {} : { allowRedirectHost: call.allowRedirectHost }),
         },
       )
     } catch (err) {
