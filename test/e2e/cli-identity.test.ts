@@ -76,6 +76,49 @@ describe('the identity commands of the 4runr CLI', () => {
     assert.equal(killed.status, 0, killed.stderr)
   })
 
+  it('calls every demo tool through the gateway with the credentials it stored for the local fakes', async () => {
+    const keyFile = join(dir, 'tools-bot.key.json')
+    assert.equal(runCli(['agent', 'create', '--name', 'tools-bot', '--out', keyFile], env).status, 0)
+    const scope = 'serpapi:search openai:chat openai:embeddings gmail:profile gmail:send http_fetch:get'
+    const got = runCli(['token', 'get', '--key', keyFile, '--scope', scope], env)
+    assert.equal(got.status, 0, got.stderr)
+    const token = got.stdout.trim()
+    const tool = (path: string, params: unknown) =>
+      fetch(`${gw.publicUrl}/v1/tools/${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(params),
+      })
+    const search = await tool('serpapi/search', { q: 'espresso', num: 4 })
+    assert.equal(search.status, 200)
+    const text = await search.text()
+    // The demo policy redacts what the fake's results carry.
+    assert.match(text, /\[REDACTED:email\]/)
+    assert.match(text, /\[REDACTED:card\]/)
+    assert.doesNotMatch(text, /4111 1111 1111 1111/)
+    const chat = await tool('openai/chat', {
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hi' }],
+    })
+    assert.equal(chat.status, 200)
+    assert.equal(
+      ((await chat.json()) as { data: { choices: { message: { content: string } }[] } }).data.choices[0]!
+        .message.content,
+      'Echo: hi',
+    )
+    assert.equal(
+      (await tool('openai/embeddings', { model: 'text-embedding-3-small', input: 'x' })).status,
+      200,
+    )
+    assert.equal((await tool('gmail/profile', {})).status, 200)
+    assert.equal((await tool('http_fetch/get', { url: `${gw.publicUrl}/demo/hello` })).status, 200)
+    // Sending mail waits for an operator.
+    const mail = await tool('gmail/send', { to: 'a@example.com', subject: 'hi', text: 'hello' })
+    assert.equal(mail.status, 202)
+    // Outside the demo policy's domains.
+    assert.equal((await tool('http_fetch/get', { url: 'https://example.com/' })).status, 403)
+  })
+
   it('never overwrites an existing --out file, nor follows a symlink there, and creates no agent then', async () => {
     const existing = join(dir, 'existing.key.json')
     await writeFile(existing, 'precious\n', { mode: 0o644 })

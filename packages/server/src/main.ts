@@ -16,6 +16,7 @@ import { type CompiledConfig, demoOriginPlaceholder } from './config/compile.ts'
 import type { RawConfig } from './config/schema.ts'
 import { type ConfigSource, openConfigSource, type ReloadResult } from './config/source.ts'
 import { type DemoUpstream, startDemoUpstream } from './demo/demo-upstream.ts'
+import { type FakeUpstreams, startFakeUpstreams } from './fakes/index.ts'
 import { type Authenticator, createPipeline, type PublicRoute, type Readiness } from './http/pipeline.ts'
 import { createPublicServer } from './http/public-server.ts'
 import { createLogger, effectiveLogLevel, type Logger } from './observability/logger.ts'
@@ -54,6 +55,30 @@ export interface RunningGateway {
   stop(): Promise<void>
 }
 
+/**
+ * The fake tool upstreams' credentials under `tools.demo`. Not secrets: they open nothing but the
+ * local fakes, which check them so that the demo shows the gateway injecting them.
+ */
+const demoToolCredentials = {
+  serpapi: 'demo-serpapi-key',
+  openai: 'sk-demo-openai-key',
+  gmail: 'demo-gmail-token',
+}
+
+/** Store the fakes' credentials as the demo tools' secrets, where no value is set yet. */
+async function seedDemoSecrets(secrets: SecretService, config: CompiledConfig, log: Logger): Promise<void> {
+  const tools = config.raw.tools ?? {}
+  const names = { serpapi: 'serpapi_key', openai: 'openai_key', gmail: 'gmail_token' }
+  for (const tool of ['serpapi', 'openai', 'gmail'] as const) {
+    if (tools[tool]?.url !== undefined) continue
+    const name = tools[tool]?.secret ?? names[tool]
+    const set = (await secrets.list()).some((s) => s.name === name && s.agentId === null)
+    if (set) continue
+    await secrets.put(name, demoToolCredentials[tool])
+    log.info({ secret: name, tool }, 'stored the demo credential of the fake upstream as the tool secret')
+  }
+}
+
 /** Safety net for lost policy announcements: every instance polls the store's fingerprint this often. */
 const policyResyncMs = 5_000
 
@@ -78,12 +103,20 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const env = options.env ?? process.env
   const metrics = createMetrics()
   let demo: DemoUpstream | undefined
+  let fakes: FakeUpstreams | undefined
   let logger: Logger | undefined
 
-  // The demo upstream starts before the first compile, since demo systems point at it.
+  // The demo upstream and the fake tool upstreams start before the first compile, since demo
+  // systems and demo tools point at them.
   const prepare = async (raw: RawConfig): Promise<void> => {
     const wantsDemo = Object.values(raw.systems ?? {}).some((s) => s.kind === 'demo')
     if (wantsDemo && demo === undefined) demo = await startDemoUpstream()
+    if (raw.tools?.demo === true && fakes === undefined)
+      fakes = await startFakeUpstreams({ credentials: demoToolCredentials, host: '127.0.0.1' })
+  }
+  const closeDemos = async (): Promise<void> => {
+    await demo?.close()
+    await fakes?.close()
   }
   const pools = createPools()
   // Set once identity is open; a reload before then has nothing to sync.
@@ -91,7 +124,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const source: ConfigSource = await openConfigSource(options.configFile, {
     env,
     prepare,
-    compileOptions: { resolveDemoOrigin: () => demo?.origin ?? demoOriginPlaceholder },
+    compileOptions: {
+      resolveDemoOrigin: () => demo?.origin ?? demoOriginPlaceholder,
+      resolveDemoTool: (tool) => fakes?.[tool as keyof typeof demoToolCredentials]?.url,
+    },
     onReload(result, config) {
       metrics.configReload(result.ok ? 'success' : 'failure')
       if (result.ok) {
@@ -133,7 +169,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   } catch (err) {
     await identity?.close()
     await pools.close()
-    await demo?.close()
+    await closeDemos()
     source.close()
     throw err
   }
@@ -157,12 +193,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       onError: (err, what) => log.warn({ err }, what),
     })
     await policies.start(policyResyncMs)
+    if (fakes !== undefined) await seedDemoSecrets(secrets, initial, log)
   } catch (err) {
     policies.stop()
     secrets?.close()
     await opened.close()
     await pools.close()
-    await demo?.close()
+    await closeDemos()
     source.close()
     throw err
   }
@@ -241,7 +278,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     await tools.close()
     await opened.close()
     await pools.close()
-    await demo?.close()
+    await closeDemos()
     source.close()
     throw err
   }
@@ -275,7 +312,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await tools.close()
       await opened.close()
       await pools.close()
-      await demo?.close()
+      await closeDemos()
       log.info({ abandoned }, 'gateway stopped')
       log.flush()
     })()

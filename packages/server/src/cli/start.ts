@@ -55,6 +55,16 @@ function banner(gateway: RunningGateway, file: string, env: NodeJS.ProcessEnv): 
       '',
     )
   }
+  if (config.raw.tools?.demo === true) {
+    lines.push(
+      'Tools (local fakes of SerpAPI, OpenAI and Gmail; the gateway injects their credentials):',
+      `  TOKEN=$(npx 4runr token get --key my-agent.key.json --scope "serpapi:search openai:chat")`,
+      `  curl -s -X POST ${gateway.publicUrl}/v1/tools/serpapi/search -H "Authorization: Bearer $TOKEN" \\`,
+      `    -H 'content-type: application/json' -d '{"q":"espresso","num":3}'`,
+      `  npx 4runr policy test --agent my-agent --tool serpapi --action search --args '{"q":"x","num":50}'`,
+      '',
+    )
+  }
   return lines.join('\n')
 }
 

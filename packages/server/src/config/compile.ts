@@ -107,6 +107,8 @@ export interface CompiledConfig {
   readonly policies: readonly CompiledPolicy[]
   /** How long an approval waits for an operator's decision. */
   readonly approvalTtlMs: number
+  /** Tool upstream URLs by tool name: the configured url, or the local fake with `tools.demo`. */
+  readonly toolUrls: ReadonlyMap<string, string>
 }
 
 export interface CompiledTokens {
@@ -140,7 +142,11 @@ export const demoOriginPlaceholder = 'http://127.0.0.1:0'
 export function compileConfig(
   raw: RawConfig,
   sourceText: string,
-  options: { resolveDemoOrigin?: (systemName: string) => string } = {},
+  options: {
+    resolveDemoOrigin?: (systemName: string) => string
+    /** The local fake upstream of a tool under `tools.demo` (known only at start). */
+    resolveDemoTool?: (toolName: string) => string | undefined
+  } = {},
 ): CompiledConfig {
   const problems: ConfigProblem[] = []
   const gateway = compileGateway(raw)
@@ -237,7 +243,21 @@ export function compileConfig(
     tokens,
     policies: Object.freeze(policies),
     approvalTtlMs,
+    toolUrls: compileToolUrls(raw, options.resolveDemoTool),
   })
+}
+
+function compileToolUrls(
+  raw: RawConfig,
+  resolveDemoTool: ((toolName: string) => string | undefined) | undefined,
+): Map<string, string> {
+  const urls = new Map<string, string>()
+  const tools = raw.tools ?? {}
+  for (const name of ['serpapi', 'openai', 'gmail'] as const) {
+    const url = tools[name]?.url ?? (tools.demo === true ? resolveDemoTool?.(name) : undefined)
+    if (url !== undefined) urls.set(name, url)
+  }
+  return urls
 }
 
 function compileConfigPolicies(raw: RawConfig, version: string, problems: ConfigProblem[]): CompiledPolicy[] {

@@ -317,6 +317,12 @@ const ToolTimeout = Type.Integer({
 
 const Tools = Type.Object(
   {
+    demo: Type.Optional(
+      Type.Boolean({
+        description:
+          "start local fake SerpAPI, OpenAI and Gmail upstreams and use them for the tools without a url; their demo credentials are stored as the tools' secrets when those are not set (examples/demo.yaml)",
+      }),
+    ),
     serpapi: Type.Optional(
       Type.Object(
         {

@@ -28,7 +28,7 @@ export function toolSettings(config: CompiledConfig, tool: ToolDefinition): Tool
   const raw = (config.raw.tools as Record<string, Record<string, unknown> | undefined> | undefined)?.[
     tool.name
   ]
-  const url = typeof raw?.['url'] === 'string' ? raw['url'] : tool.defaultUrl
+  const url = config.toolUrls.get(tool.name) ?? tool.defaultUrl
   const secret = typeof raw?.['secret'] === 'string' ? raw['secret'] : tool.defaultSecret
   const timeoutMs = raw?.['timeoutMs']
   return {
