@@ -14,7 +14,7 @@ import { GatewayError, toGatewayError } from '../errors/gateway-error.ts'
 import { writeError } from '../errors/write-error.ts'
 import type { Logger } from '../observability/logger.ts'
 import type { Metrics } from '../observability/metrics.ts'
-import type { Authorized } from '../policy/enforcer.ts'
+import { type Authorized, parkedReply } from '../policy/enforcer.ts'
 import { type DecisionInput, scopeHas } from '../policy/policy-set.ts'
 import type { AgentRoute } from '../tools/tool-routes.ts'
 import { forwardRequest, type ProxyResult } from '../upstreams/http-proxy.ts'
@@ -417,20 +417,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       const { approval } = outcome
       // The body was not read: the connection cannot carry another request.
       if (!req.complete) res.shouldKeepAlive = false
-      sendJson(
-        res,
-        ctx,
-        202,
-        {
-          approvalId: approval.id,
-          status: approval.status,
-          expiresAt: new Date(approval.expiresAt).toISOString(),
-          policy: approval.policy,
-          rule: approval.rule,
-          poll: `/v1/approvals/${approval.id}`,
-        },
-        { location: `/v1/approvals/${approval.id}` },
-      )
+      const reply = parkedReply(approval)
+      sendJson(res, ctx, 202, reply.body, reply.headers)
       record(ctx, ctx.rule!.logging)
       return
     }

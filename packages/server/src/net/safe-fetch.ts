@@ -67,7 +67,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 const REDIRECTS = new Set([301, 302, 303, 307, 308])
 // Set by the HTTP client from the URL and body; a caller setting them could desynchronise
 // framing (request smuggling) or the virtual host from the checked connection.
-const RESERVED_HEADERS = new Set([
+export const RESERVED_HEADERS: ReadonlySet<string> = new Set([
   'host',
   'connection',
   'keep-alive',

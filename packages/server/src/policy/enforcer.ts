@@ -43,6 +43,24 @@ function retryAfter(ms: number): Record<string, string> {
   return { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) }
 }
 
+/** The body and headers of the `202` that parks a call: where to poll and until when. */
+export function parkedReply(approval: Approval): {
+  body: Record<string, unknown>
+  headers: Record<string, string>
+} {
+  return {
+    body: {
+      approvalId: approval.id,
+      status: approval.status,
+      expiresAt: new Date(approval.expiresAt).toISOString(),
+      policy: approval.policy,
+      rule: approval.rule,
+      poll: `/v1/approvals/${approval.id}`,
+    },
+    headers: { location: `/v1/approvals/${approval.id}` },
+  }
+}
+
 /** The identity of a call for approvals and the loop guard: agent, target and canonical arguments. */
 export function callHash(input: Pick<DecisionInput, 'agent' | 'target' | 'args'>): string {
   const { target } = input

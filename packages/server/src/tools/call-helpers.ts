@@ -7,7 +7,7 @@ import type { CompiledConfig } from '../config/compile.ts'
 import { GatewayError } from '../errors/gateway-error.ts'
 import type { Principal, RequestContext } from '../http/context.ts'
 import type { JsonAnswer } from '../http/pipeline.ts'
-import type { Authorized } from '../policy/enforcer.ts'
+import { type Authorized, parkedReply } from '../policy/enforcer.ts'
 import { checkArgsShape } from '../policy/guards/args-shape.ts'
 import type { AgentFacts } from '../policy/policy-set.ts'
 import type { ToolDefinition, ToolSettings } from './types.ts'
@@ -76,19 +76,7 @@ export function checkShape(args: unknown): void {
 
 /** The 202 answer of a call parked for approval. */
 export function parkedAnswer(outcome: Extract<Authorized, { kind: 'parked' }>): JsonAnswer {
-  const { approval } = outcome
-  return {
-    status: 202,
-    body: {
-      approvalId: approval.id,
-      status: approval.status,
-      expiresAt: new Date(approval.expiresAt).toISOString(),
-      policy: approval.policy,
-      rule: approval.rule,
-      poll: `/v1/approvals/${approval.id}`,
-    },
-    headers: { location: `/v1/approvals/${approval.id}` },
-  }
+  return { status: 202, ...parkedReply(outcome.approval) }
 }
 
 /**

@@ -14,7 +14,7 @@
 import { Type } from 'typebox'
 import { GatewayError } from '../../errors/gateway-error.ts'
 import { type AllowNetworks, parseNetworks } from '../../net/allow-networks.ts'
-import { type SafeFetchResult, safeFetch, toGatewayError } from '../../net/safe-fetch.ts'
+import { RESERVED_HEADERS, type SafeFetchResult, safeFetch, toGatewayError } from '../../net/safe-fetch.ts'
 import type { Resolver } from '../../net/safe-lookup.ts'
 import type { ParamProblem, ToolAction, ToolCallContext, ToolDefinition, ToolResult } from '../types.ts'
 
@@ -22,19 +22,7 @@ const defaultMaxBytes = 1024 * 1024
 const defaultMaxRedirects = 3
 const headerName = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const refusedHeaders = new Map<string, string>([
-  ...[
-    'host',
-    'connection',
-    'keep-alive',
-    'proxy-connection',
-    'transfer-encoding',
-    'content-length',
-    'upgrade',
-    'te',
-    'trailer',
-    'expect',
-    'http2-settings',
-  ].map((name): [string, string] => [name, 'is set by the gateway']),
+  ...[...RESERVED_HEADERS].map((name): [string, string] => [name, 'is set by the gateway']),
   ...[
     'proxy-authorization',
     'forwarded',
