@@ -404,7 +404,7 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
           ],
         }) as never,
       )
-      const paths = (semantic.details?.['problems'] as { path: string }[]).map((p) => p.path)
+      const paths = (semantic.details!['problems'] as { path: string }[]).map((p) => p.path)
       assert.ok(paths.includes('allow[0].when'), JSON.stringify(paths))
       assert.ok(
         paths.some((p) => p.startsWith('allow[1].timeWindows[0]')),
