@@ -473,9 +473,16 @@ describe('tools end to end', () => {
     })
   })
 
-  it('never writes a credential to the logs', () => {
+  it('never writes a credential to the logs, the metrics, the running config or the secrets list', async () => {
     const logs = gw.rawLogs()
     assert.ok(logs.length > 0)
-    for (const value of Object.values(credentials)) assert.ok(!logs.includes(value))
+    const metrics = await (await gw.admin('/metrics')).text()
+    const config = await (await gw.admin('/v1/config')).text()
+    const listed = await (await gw.admin('/v1/secrets')).text()
+    assert.match(listed, /serpapi_key/)
+    for (const value of Object.values(credentials)) {
+      for (const [where, text] of Object.entries({ logs, metrics, config, listed }))
+        assert.ok(!text.includes(value), `a credential in ${where}`)
+    }
   })
 })
