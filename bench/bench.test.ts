@@ -39,6 +39,7 @@ import {
   type Proc,
   parseCpuList,
   startProcess,
+  statCpuTicks,
   stopAll,
   waitForHttp,
 } from './proc.ts'
@@ -222,7 +223,7 @@ describe('rows and table', () => {
     const lines = table.split('\n')
     assert.equal(lines.length, 6)
     assert.match(lines[0]!, /^\| target +\| +RPS \| p50 ms \| p99 ms \| ratio to nginx \(RPS\) \|/)
-    assert.match(lines[0]!, /fixed-rate p50 \| fixed-rate p99 \| p99 minus nginx p99 \|$/)
+    assert.match(lines[0]!, /fixed-rate p50 \| fixed-rate p99 \| p99 minus nginx p99 \| CPU µs\/req \|$/)
     assert.deepEqual(tableCells(buildRows(samples))[3], [
       'gateway',
       '15,000',
@@ -232,7 +233,15 @@ describe('rows and table', () => {
       '0.40',
       '1.60',
       '+1.00',
+      '–',
     ])
+    const withCpu = samples.map((s) =>
+      s.name === 'gateway'
+        ? { ...s, throughput: s.throughput.map((r, i) => ({ ...r, cpuUsPerRequest: [70, 64.4, 90][i]! })) }
+        : s,
+    )
+    assert.equal(buildRows(withCpu)[3]!.cpuUsPerRequest, 70)
+    assert.equal(tableCells(buildRows(withCpu))[3]!.at(-1), '70')
     // Every line is as wide as the header.
     for (const line of lines) assert.equal(line.length, lines[0]!.length)
   })
@@ -487,6 +496,17 @@ describe('tool route checks', () => {
     )
   })
 
+  it('adds the same comparison by CPU time per request when it was measured', () => {
+    const cpu = (name: string, rps: number, us: number) =>
+      rowSamples(name, rps, { throughput: [{ ...run(rps, 3, 5), cpuUsPerRequest: us }] })
+    const [policy] = toolChecks(buildRows([cpu('tool', 9_000, 200), cpu('tool-policy', 8_000, 210)]))
+    assert.equal(policy!.pass, false, 'the verdict stays on throughput')
+    assert.match(
+      formatCheck(policy!),
+      /: 88\.89% \(8,000 vs 9,000\); by CPU per request 95\.24% \(210 vs 200 µs\)$/,
+    )
+  })
+
   it('fails a tool row whose requests were refused under load, however fast', () => {
     const rows = buildRows([
       rowSamples('gateway-auth', 15_000),
@@ -710,7 +730,7 @@ describe('the bench gateway config', () => {
     const generated = (config.raw.policies ?? [])[3 + 7]
     assert.deepEqual(generated?.agents, { labels: { team: 'team-7', tier: 't1' } })
     assert.equal(generated?.allow?.length, 3)
-    assert.equal(generated?.deny?.length, 2)
+    assert.equal(generated?.deny?.length, 1)
   })
 
   it('lets the tool agent search by one rule naming it, and the OpenAI agent chat', () => {
@@ -730,11 +750,38 @@ describe('the bench gateway config', () => {
     assert.equal(allowed.rule, 'bench-gen-0007/search')
     assert.equal(decide(labelled, POLICY_INTENT, { q: 'bench', num: 50 }).decision, 'deny')
     assert.equal(decide(labelled, undefined, JSON.parse(TOOL_BODY)).decision, 'deny')
-    const blocked = decide(labelled, POLICY_INTENT, { q: 'blocked-307 things', num: 5 })
-    assert.equal(blocked.decision, 'deny')
-    assert.equal(blocked.rule, 'bench-gen-0307/blocked-terms')
+    const mail = decide(labelled, undefined, { to: 'ceo@competitor.example' }, 'gmail', 'send')
+    assert.equal(mail.decision, 'deny')
+    assert.equal(mail.rule, 'bench-gen-0007/competitor-mail')
     // The same name without the labels is selected by no policy that grants SerpAPI.
     assert.equal(decide(agent(POLICY_AGENT), POLICY_INTENT, JSON.parse(TOOL_BODY)).decision, 'deny')
+  })
+})
+
+describe('CPU time of a target', () => {
+  it('reads user + system ticks of a /proc stat line in the process group, whatever its command name', () => {
+    // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime …
+    const line = '4242 (we ird) (name)) S 1 4000 4000 0 -1 4194560 10 0 0 0 150 25 0 0 20 0 1 0 99 0 0'
+    assert.equal(statCpuTicks(line, 4000), 175)
+    assert.equal(statCpuTicks(line, 4001), null)
+  })
+
+  it('counts the CPU seconds a busy process group uses while it lives', async () => {
+    // Busy for 300 ms, then idle and alive: a process that exits takes its time with it.
+    const proc = startProcess('busy', [
+      process.execPath,
+      '-e',
+      'const end = Date.now() + 300; while (Date.now() < end); setInterval(() => {}, 1000)',
+    ])
+    try {
+      const t0 = proc.cpuSeconds()
+      assert.notEqual(t0, null)
+      await new Promise((r) => setTimeout(r, 700))
+      const used = (proc.cpuSeconds() ?? 0) - (t0 ?? 0)
+      assert.ok(used >= 0.15 && used < 1.5, `${used} s`)
+    } finally {
+      await proc.stop()
+    }
   })
 })
 

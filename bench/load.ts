@@ -20,6 +20,11 @@ export interface LoadResult {
   non2xx: number
   /** connect/read/write/timeout errors */
   errors: number
+  /**
+   * CPU time of the target's processes per request during the run, µs (run.ts fills it in for
+   * throughput runs of targets it started): the route's work, whatever else shared the CPU
+   */
+  cpuUsPerRequest?: number
 }
 
 /** Converts a wrk duration (`812.00us`, `1.23ms`, `2.00s`, `1.00m`) to milliseconds. */

@@ -4,7 +4,7 @@
  * registry that stops everything still running on exit, error or Ctrl-C.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { createServer } from 'node:net'
 import { dirname, resolve } from 'node:path'
@@ -99,6 +99,8 @@ export interface Proc {
   /** SIGSTOP / SIGCONT to the process group: a paused target uses no CPU at all */
   pause(): void
   resume(): void
+  /** CPU seconds (user + system) the group's live processes have used so far; null off Linux */
+  cpuSeconds(): number | null
 }
 
 const live = new Set<Proc>()
@@ -163,6 +165,9 @@ export function startProcess(name: string, argv: string[], options: StartOptions
     resume() {
       if (child.pid !== undefined) killGroup(child.pid, 'SIGCONT')
     },
+    cpuSeconds() {
+      return child.pid === undefined ? null : groupCpuSeconds(child.pid)
+    },
   }
   live.add(proc)
   void exited.then(() => {
@@ -170,6 +175,55 @@ export function startProcess(name: string, argv: string[], options: StartOptions
     live.delete(proc)
   })
   return proc
+}
+
+/** Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`, 100 on Linux in practice). */
+let clockTicks: number | undefined
+function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    const out = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()
+    const n = Number(out)
+    clockTicks = Number.isInteger(n) && n > 0 ? n : 100
+  }
+  return clockTicks
+}
+
+/**
+ * The user + system CPU time of one `/proc/PID/stat` line, in ticks, when the process belongs to
+ * process group `pgid` (else null). The command name (field 2) may hold spaces and parentheses,
+ * so the fields are counted from its closing parenthesis: state, ppid, pgrp, … utime (14), stime (15).
+ */
+export function statCpuTicks(stat: string, pgid: number): number | null {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  if (Number(fields[2]) !== pgid) return null
+  const ticks = Number(fields[11]) + Number(fields[12])
+  return Number.isFinite(ticks) ? ticks : null
+}
+
+/**
+ * CPU seconds used so far by the live processes of group `pgid` (nginx's master and worker, a
+ * gateway and anything it started); null where there is no /proc. A process that exits between
+ * two readings takes its time with it, which the benchmark's long-lived targets never do.
+ */
+export function groupCpuSeconds(pgid: number): number | null {
+  let entries: string[]
+  try {
+    entries = readdirSync('/proc')
+  } catch {
+    return null
+  }
+  let ticks = 0
+  for (const entry of entries) {
+    if (entry.charCodeAt(0) < 0x30 || entry.charCodeAt(0) > 0x39) continue
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+    } catch {
+      continue // exited meanwhile
+    }
+    ticks += statCpuTicks(stat, pgid) ?? 0
+  }
+  return ticks / ticksPerSecond()
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

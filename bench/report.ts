@@ -31,6 +31,8 @@ export interface Row {
   p99: number | null
   /** rps / reference rps */
   ratio: number | null
+  /** the target's CPU time per request in the throughput runs, µs (median; null when not measured) */
+  cpuUsPerRequest: number | null
   fixedP50: number | null
   fixedP99: number | null
   /** fixed-rate p99 minus the reference's fixed-rate p99, ms */
@@ -61,6 +63,9 @@ export function buildRows(samples: TargetSamples[], reference = 'nginx'): Row[] 
     rps: median(s.throughput.map((r) => r.rps)),
     p50: median(s.throughput.map((r) => r.p50)),
     p99: median(s.throughput.map((r) => r.p99)),
+    cpuUsPerRequest: median(
+      s.throughput.flatMap((r) => (r.cpuUsPerRequest === undefined ? [] : [r.cpuUsPerRequest])),
+    ),
     fixedP50: median(s.fixedRate.map((r) => r.p50)),
     fixedP99: median(s.fixedRate.map((r) => r.p99)),
     non2xx: [...s.throughput, ...s.fixedRate].reduce((sum, r) => sum + r.non2xx, 0),
@@ -91,12 +96,13 @@ export const COLUMNS = [
   'fixed-rate p50',
   'fixed-rate p99',
   'p99 minus nginx p99',
+  'CPU µs/req',
 ]
 
 /** The table's cells, one array per row (skipped rows say why in the RPS column). */
 export function tableCells(rows: Row[]): string[][] {
   return rows.map((r) => {
-    if (r.skipped) return [r.name, r.skipped, '', '', '', '', '', '']
+    if (r.skipped) return [r.name, r.skipped, '', '', '', '', '', '', '']
     const flag = r.non2xx + r.errors > 0 ? ` (${r.non2xx} non-2xx, ${r.errors} errors)` : ''
     return [
       r.name + flag,
@@ -107,6 +113,7 @@ export function tableCells(rows: Row[]): string[][] {
       fmtMs(r.fixedP50),
       fmtMs(r.fixedP99),
       fmtDiff(r.fixedP99MinusRef),
+      r.cpuUsPerRequest === null ? dash : r.cpuUsPerRequest.toFixed(0),
     ]
   })
 }
@@ -173,7 +180,13 @@ function rpsCheck(
     options.also && other?.rps
       ? `; ${fmtPercent(s.rps / other.rps)} of ${options.also.row} (${options.also.what}, ${fmtInt(other.rps)})`
       : ''
-  const detail = `${fmtPercent(ratio)} (${fmtInt(s.rps)} vs ${fmtInt(ref.rps)})${also}`
+  // The same comparison by CPU time per request: what the rate would be with the proxy's CPU
+  // to itself, a cross-check on a machine where other processes take turns on that CPU.
+  const cpu =
+    s.cpuUsPerRequest != null && ref.cpuUsPerRequest != null && s.cpuUsPerRequest > 0
+      ? `; by CPU per request ${fmtPercent(ref.cpuUsPerRequest / s.cpuUsPerRequest)} (${s.cpuUsPerRequest.toFixed(0)} vs ${ref.cpuUsPerRequest.toFixed(0)} µs)`
+      : ''
+  const detail = `${fmtPercent(ratio)} (${fmtInt(s.rps)} vs ${fmtInt(ref.rps)})${cpu}${also}`
   if (options.answeredOnly && s.non2xx + s.errors > 0) {
     return {
       name,

@@ -122,6 +122,7 @@ function machineInfo(pinning: Pinning) {
 const log = (line = '') => process.stdout.write(`${line}\n`)
 const fmt = (r: LoadResult) =>
   `${Math.round(r.rps).toLocaleString('en-US').padStart(7)} rps  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms` +
+  (r.cpuUsPerRequest === undefined ? '' : `  CPU ${r.cpuUsPerRequest.toFixed(0)} µs/req`) +
   (r.non2xx + r.errors > 0 ? `  (${r.non2xx} non-2xx, ${r.errors} errors)` : '')
 
 /** The load request of a row: its method, headers and body, as the generators take them. */
@@ -268,7 +269,12 @@ async function main(): Promise<number> {
     log(`round ${round}/${params.rounds}: throughput`)
     for (const l of live) {
       await attempt(l, `round ${round} throughput`, async () => {
+        const cpuBefore = l.running.proc?.cpuSeconds() ?? null
         const r = await throughputRun(l.running, params.durationSec)
+        const cpuAfter = l.running.proc?.cpuSeconds() ?? null
+        if (cpuBefore !== null && cpuAfter !== null && r.requests > 0) {
+          r.cpuUsPerRequest = ((cpuAfter - cpuBefore) * 1e6) / r.requests
+        }
         l.samples.throughput.push(r)
         log(`  ${l.target.name.padEnd(namePad)} ${fmt(r)}`)
       })

@@ -249,14 +249,13 @@ export const GENERATED_POLICIES = 1000
 export const generatedPolicyName = (i: number) => `bench-gen-${String(i).padStart(4, '0')}`
 
 /**
- * Generated policy `i` of a realistic set, as a large deployment would have (the same shapes as
- * the policy micro-benchmark): one in ten selects two agents by name, the others select
- * `team-(i mod 100)` and `tier-(i mod 3)` by label, so the tool-policy agent (team-7, t1) is
- * selected by four of them (7, 307, 607, 907); each has a SerpAPI allow rule with an intent and
- * a CEL guard, an http_fetch rule with a domain guard, a channel rule, and two deny rules with
- * CEL conditions, one of them on SerpAPI search (a deny always wins, so each selecting policy's
- * deny is evaluated on every call). No quota, loop guard or response filter: those cost store
- * writes or answer rewriting, not a policy decision.
+ * Generated policy `i` of a realistic set, with the shapes of the policy micro-benchmark
+ * (policy-decision.ts), so the two figures issue 5 asks for describe the same kind of set: one
+ * in ten selects two agents by name, the others select `team-(i mod 100)` and `t(i mod 3)` by
+ * label, so the tool-policy agent (team-7, t1) is selected by four of them (7, 307, 607, 907);
+ * each has a SerpAPI allow rule with an intent and a CEL guard, an http_fetch rule with a domain
+ * guard, a channel rule, and a deny rule with a CEL condition on gmail send. No quota, loop guard
+ * or response filter: those cost store writes or answer rewriting, not a policy decision.
  */
 export function generatedPolicy(i: number) {
   const agents: { names: string[] } | { labels: Record<string, string> } =
@@ -273,12 +272,6 @@ export function generatedPolicy(i: number) {
       { name: 'orders', channel: `channel-${i % 50}`, paths: ['/orders/*'], methods: ['GET'] },
     ],
     deny: [
-      {
-        name: 'blocked-terms',
-        tool: 'serpapi',
-        actions: ['search'],
-        when: `args.q.contains("blocked-${i}")`,
-      },
       {
         name: 'competitor-mail',
         tool: 'gmail',
