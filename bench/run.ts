@@ -266,8 +266,11 @@ async function main(): Promise<number> {
   }
 
   for (let round = 1; round <= params.rounds; round++) {
-    log(`round ${round}/${params.rounds}: throughput`)
-    for (const l of live) {
+    // Every other round in reverse (A B C, C B A, …): a drift over the run (another process
+    // starting, the gateway's heap growing) then weighs on every row alike, not on the last ones.
+    const order = round % 2 === 1 ? live : [...live].reverse()
+    log(`round ${round}/${params.rounds}: throughput${round % 2 === 0 ? ' (rows in reverse order)' : ''}`)
+    for (const l of order) {
       await attempt(l, `round ${round} throughput`, async () => {
         const cpuBefore = l.running.proc?.cpuSeconds() ?? null
         const r = await throughputRun(l.running, params.durationSec)
@@ -280,7 +283,7 @@ async function main(): Promise<number> {
       })
     }
     log(`round ${round}/${params.rounds}: fixed rate ${params.rate}/s`)
-    for (const l of live) {
+    for (const l of order) {
       await attempt(l, `round ${round} fixed rate`, async () => {
         const r = await runFixedRate({
           url: l.running.url,
