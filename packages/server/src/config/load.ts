@@ -129,17 +129,21 @@ export function parseConfigText(text: string, opts: ParseConfigOptions = {}): Ra
   return config
 }
 
+/** Read a config file's text; an unreadable file is a {@link ConfigError} at `(file)`. */
+export async function readConfigText(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8')
+  } catch (error) {
+    throw new ConfigError([{ path: '(file)', message: `cannot read the file: ${fsReason(error)}` }], file)
+  }
+}
+
 /** Read and parse a config file; an unreadable file is a {@link ConfigError} at `(file)`. */
 export async function loadConfigFile(
   file: string,
   opts: { env?: NodeJS.ProcessEnv } = {},
 ): Promise<{ config: RawConfig; text: string }> {
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch (error) {
-    throw new ConfigError([{ path: '(file)', message: `cannot read the file: ${fsReason(error)}` }], file)
-  }
+  const text = await readConfigText(file)
   const config = parseConfigText(text, opts.env === undefined ? { file } : { file, env: opts.env })
   return { config, text }
 }
@@ -149,10 +153,6 @@ function formatProblem(file: string, problem: ConfigProblem): string {
   return `${where} ${problem.path}: ${problem.message}`
 }
 
-/**
- * `channels[2].rules[0].path`: dots for keys, brackets for indexes, `(root)` for the document.
- * Keys are not quoted even when they hold a dot, so redaction can rebuild the same paths simply.
- */
 /**
  * Every reason `value` fails `schema`, with paths as in config errors (`allow[0].tool`), for
  * request bodies that share a config schema (a policy put through the admin API).
@@ -174,6 +174,10 @@ function validatorFor(schema: TSchema): ReturnType<typeof Compile> {
   return compiled
 }
 
+/**
+ * `channels[2].rules[0].path`: dots for keys, brackets for indexes, `(root)` for the document.
+ * Keys are not quoted even when they hold a dot, so redaction can rebuild the same paths simply.
+ */
 function formatPath(segments: readonly Segment[]): string {
   if (segments.length === 0) return '(root)'
   let out = ''

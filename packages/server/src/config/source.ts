@@ -7,7 +7,7 @@
 import { type FSWatcher, watch } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
 import { type CompiledConfig, compileConfig } from './compile.ts'
-import { ConfigError, loadConfigFile } from './load.ts'
+import { ConfigError, loadConfigFile, parseConfigText, readConfigText } from './load.ts'
 import type { RawConfig } from './schema.ts'
 
 export type ReloadResult =
@@ -42,6 +42,7 @@ export async function openConfigSource(path: string, options: ConfigSourceOption
   // What a version is compared by: the interpolated config, so a changed ${file:…} secret or
   // ${env:…} counts as a change even when the YAML text is the same.
   let currentFingerprint = JSON.stringify(first.config)
+  let currentText = first.text
   let lastRefusal: string | undefined
   let watching = false
   let watcher: FSWatcher | undefined
@@ -65,10 +66,20 @@ export async function openConfigSource(path: string, options: ConfigSourceOption
   async function reloadOnce(): Promise<ReloadResult> {
     let text = ''
     try {
-      const next = await loadConfigFile(file, { env: options.env })
-      text = next.text
+      text = await readConfigText(file)
+      // The same text means the same config unless it reads other files (${file:…}; the
+      // environment is fixed for the process): no parse then, which for a large file (a thousand
+      // policies) would stall the event loop on every poll.
+      if (text === currentText && !text.includes('${file:')) {
+        lastRefusal = undefined
+        return { ok: true, changed: false, version: current.version }
+      }
+      const next = {
+        config: parseConfigText(text, options.env === undefined ? { file } : { file, env: options.env }),
+      }
       const fingerprint = JSON.stringify(next.config)
       if (fingerprint === currentFingerprint) {
+        currentText = text
         lastRefusal = undefined
         return { ok: true, changed: false, version: current.version }
       }
@@ -84,6 +95,7 @@ export async function openConfigSource(path: string, options: ConfigSourceOption
       const compiled = compileConfig(next.config, text, options.compileOptions)
       current = compiled
       currentFingerprint = fingerprint
+      currentText = text
       lastRefusal = undefined
       armPolling()
       const result: ReloadResult = { ok: true, changed: true, version: current.version }
