@@ -71,6 +71,8 @@ export function measurePolicyDecision(samples = 300): PolicyDecisionResult {
     agent,
     scope: 'serpapi:search channel:channel-1',
     intent: 'research',
+    // As the verifier hands them over: one claims object per token, reused by its every call.
+    claims: { sub: agent.id, jti: `jti-${i}`, scope: 'serpapi:search channel:channel-1', intent: 'research' },
     target: { kind: 'tool', tool: 'serpapi', action: 'search' },
     args: { q: `query ${i}`, num: 5 },
     request: { method: 'POST', path: '/v1/tools/serpapi/search', bytes: 40, ip: '127.0.0.1' },

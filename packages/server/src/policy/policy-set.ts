@@ -81,14 +81,14 @@ interface RuleList {
 
 interface AgentRules {
   policies: CompiledPolicy[]
-  byTarget: Map<string, RuleList>
+  /** Rule lists by tool then action, and by channel: nested maps, so a lookup builds no key string. */
+  byTool: Map<string, Map<string, RuleList>>
+  byChannel: Map<string, RuleList>
+  /** How many lists are memoised (bounded: names come from requests). */
+  size: number
 }
 
 const emptyRules: RuleList = Object.freeze({ deny: [], allow: [], filter: null }) as unknown as RuleList
-
-function targetKey(target: DecisionTarget): string {
-  return target.kind === 'tool' ? `t\0${target.tool}\0${target.action}` : `c\0${target.channel}`
-}
 
 function ruleCoversTarget(rule: CompiledPolicyRule, target: DecisionTarget): boolean {
   const t = rule.target
@@ -133,19 +133,48 @@ function selects(policy: CompiledPolicy, agent: AgentFacts): boolean {
   return true
 }
 
+type TokenVar = Readonly<Record<string, unknown>> & { scope: string[]; intent: string; jti: string }
+
+/**
+ * CEL's `token`, built once per verified token: the verifier hands out one claims object per
+ * token, so a repeated token costs a WeakMap lookup rather than a copy of its claims.
+ */
+const tokenVars = new WeakMap<object, TokenVar>()
+function tokenVar(input: DecisionInput): TokenVar {
+  const claims = input.claims
+  const known = claims === undefined ? undefined : tokenVars.get(claims)
+  if (known !== undefined) return known
+  const built: TokenVar = {
+    ...claims,
+    scope: input.scope === undefined ? [] : input.scope.split(' ').filter((s) => s !== ''),
+    intent: input.intent ?? '',
+    jti: typeof claims?.['jti'] === 'string' ? claims['jti'] : '',
+  }
+  // Only when the claims say what the input says: the same claims with another scope (explain)
+  // must not reuse a var built for a different one.
+  if (claims !== undefined && claims['scope'] === input.scope && (claims['intent'] ?? undefined) === input.intent)
+    tokenVars.set(claims, built)
+  return built
+}
+
+/** CEL's `agent`: the documented fields only, built once per agent record. */
+const agentVars = new WeakMap<AgentFacts, AgentFacts>()
+function agentVar(agent: AgentFacts): AgentFacts {
+  let built = agentVars.get(agent)
+  if (built === undefined) {
+    built = { id: agent.id, name: agent.name, labels: agent.labels, roles: agent.roles }
+    agentVars.set(agent, built)
+  }
+  return built
+}
+
 /** What CEL sees; built only when a rule has a `when`, once per decision. */
 function celVars(input: DecisionInput) {
-  const { agent, request, target } = input
-  const claims = input.claims ?? {}
+  const { request, target } = input
   return {
     args: input.args ?? {},
-    agent: { id: agent.id, name: agent.name, labels: agent.labels, roles: agent.roles },
-    token: {
-      ...claims,
-      scope: input.scope === undefined ? [] : input.scope.split(' ').filter((s) => s !== ''),
-      intent: input.intent ?? '',
-      jti: typeof claims['jti'] === 'string' ? claims['jti'] : '',
-    },
+    agent: agentVar(input.agent),
+    token: tokenVar(input),
     request: {
       method: request.method,
       path: request.path,
@@ -306,16 +335,22 @@ export class PolicySet {
       for (const p of this.byLabel.get(`${key}\0${value}`) ?? []) if (selects(p, agent)) found.add(p)
     }
     const policies = [...found].sort((a, b) => this.order.get(a)! - this.order.get(b)!)
-    rules = { policies, byTarget: new Map() }
+    rules = { policies, byTool: new Map(), byChannel: new Map(), size: 0 }
     this.memo.set(agent, rules)
     return rules
   }
 
   private rulesFor(agent: AgentFacts, target: DecisionTarget): RuleList {
     const rules = this.agentRules(agent)
-    const key = targetKey(target)
-    let list = rules.byTarget.get(key)
-    if (list !== undefined) return list
+    let actions: Map<string, RuleList> | undefined
+    if (target.kind === 'tool') {
+      actions = rules.byTool.get(target.tool)
+      const known = actions?.get(target.action)
+      if (known !== undefined) return known
+    } else {
+      const known = rules.byChannel.get(target.channel)
+      if (known !== undefined) return known
+    }
     const deny: CompiledPolicyRule[] = []
     const allow: CompiledPolicyRule[] = []
     for (const policy of rules.policies) {
@@ -325,14 +360,25 @@ export class PolicySet {
       }
     }
     const filters = allow.flatMap((rule) => (rule.filter === null ? [] : [rule.filter]))
-    list =
+    const list =
       deny.length === 0 && allow.length === 0
         ? emptyRules
         : { deny, allow, filter: filters.length === 0 ? null : combineFilters(filters) }
-    // Bounded: an agent touches few targets, but arguments never reach the key.
-    if (rules.byTarget.size < 1024) rules.byTarget.set(key, list)
+    // Bounded: an agent touches few targets, but the names come from requests.
+    if (rules.size >= 1024) return list
+    rules.size++
+    if (target.kind === 'channel') {
+      rules.byChannel.set(target.channel, list)
+    } else {
+      if (actions === undefined) {
+        actions = new Map()
+        rules.byTool.set(target.tool, actions)
+      }
+      actions.set(target.action, list)
+    }
     return list
   }
+
 
   /** The decision for one call. Cheap on the allow path: no strings are built unless it denies. */
   decide(input: DecisionInput): Decision {
