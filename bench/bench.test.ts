@@ -50,6 +50,7 @@ import {
   formatExchange,
   formatTable,
   median,
+  pairedToolPolicyCheck,
   type TargetSamples,
   tableCells,
   toolChecks,
@@ -494,6 +495,22 @@ describe('tool route checks', () => {
       toolChecks(gatewayRows(8_990, 8_540, 11_240)).map((c) => c.pass),
       [false, false, false],
     )
+  })
+
+  it('judges tool-policy against tool on the median of alternating pairs, keeping the rounds for comparison', () => {
+    const [fromRounds] = toolChecks(gatewayRows(9_000, 8_000, 11_250))
+    assert.equal(fromRounds!.pass, false)
+    const odd = pairedToolPolicyCheck([0.97, 0.9, 1.02], fromRounds!)
+    assert.equal(odd.pass, true)
+    assert.match(odd.name, /median of 3 alternating pairs/)
+    assert.match(odd.detail, /^97\.0% \(pairs 90\.0%, 97\.0%, 102\.0%\); rounds: 88\.89%/)
+    assert.equal(
+      pairedToolPolicyCheck([0.93, 0.96], fromRounds!).pass,
+      false,
+      'even count: the mean of the middle two, 94.5%',
+    )
+    assert.equal(pairedToolPolicyCheck([0.94, 0.96], fromRounds!).pass, true, '95.0% is inclusive')
+    assert.equal(pairedToolPolicyCheck([], fromRounds!), fromRounds, 'without pairs, the rounds decide')
   })
 
   it('adds the same comparison by CPU time per request when it was measured', () => {

@@ -267,6 +267,26 @@ export function toolChecks(rows: Row[]): Check[] {
   ]
 }
 
+/**
+ * The tool-policy check from alternating pairs of short runs (tool, tool-policy, then the other
+ * way round), judged on the median of the pairs' ratios: rows run minutes apart swing ±10% on a
+ * shared VM, more than the 5% the check resolves, while the two runs of a pair share conditions.
+ * The rounds' ratio stays in the detail for comparison.
+ */
+export function pairedToolPolicyCheck(ratios: readonly number[], fromRounds: Check): Check {
+  const name = `tool-policy RPS ≥ ${Math.round(MIN_TOOL_POLICY_RATIO * 100)}% of tool, median of ${ratios.length} alternating pairs (realistic policy set: 1,000 policies, label selector, intent, CEL guard, vs one allow rule naming the agent)`
+  if (ratios.length === 0) return fromRounds
+  const sorted = [...ratios].sort((a, b) => a - b)
+  const mid = sorted.length / 2
+  const median = sorted.length % 2 === 1 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+  const pct = (r: number) => `${(r * 100).toFixed(1)}%`
+  return {
+    name,
+    pass: median >= MIN_TOOL_POLICY_RATIO - EPSILON,
+    detail: `${pct(median)} (pairs ${sorted.map(pct).join(', ')}); rounds: ${fromRounds.detail}`,
+  }
+}
+
 export function formatCheck(c: Check): string {
   const verdict = c.pass === null ? 'SKIP' : c.pass ? 'PASS' : 'FAIL'
   return `${verdict}  ${c.name}: ${c.detail}`

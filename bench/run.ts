@@ -19,6 +19,8 @@
  *   BENCH_TARGETS=a,b       only these targets (nginx is kept as the reference when present)
  *   BENCH_EXCHANGE_DURATION=5     seconds of POST /v1/token after the rows (gateway-auth's gateway)
  *   BENCH_EXCHANGE_CONCURRENCY=16 concurrent token requests
+ *   BENCH_PAIRS=10          alternating pairs of tool and tool-policy runs for the policy-cost check
+ *   BENCH_PAIR_DURATION=4   seconds per run of a pair
  *   BENCH_QUICK=1           smoke test: 1 round of 3 s (warm-up 2 s, fixed-rate 3 s, exchange 2 s)
  *   BENCH_STRICT=1          exit 1 when an acceptance check fails
  *   BENCH_NO_PIN=1          do not pin with taskset
@@ -43,6 +45,7 @@ import {
   formatCheck,
   formatExchange,
   formatTable,
+  pairedToolPolicyCheck,
   type TargetSamples,
   toolChecks,
 } from './report.ts'
@@ -68,6 +71,8 @@ const quick = process.env['BENCH_QUICK'] === '1'
 const params = {
   quick,
   rounds: envNumber('BENCH_ROUNDS', quick ? 1 : 3),
+  pairs: Math.round(envNumber('BENCH_PAIRS', quick ? 2 : 10)),
+  pairSec: envNumber('BENCH_PAIR_DURATION', quick ? 2 : 4),
   durationSec: envNumber('BENCH_DURATION', quick ? 3 : 10),
   warmupSec: envNumber('BENCH_WARMUP', quick ? 2 : 3),
   rate: envNumber('BENCH_RATE', 2000),
@@ -258,6 +263,34 @@ async function main(): Promise<number> {
     }
   }
 
+  /** tool and tool-policy in alternating pairs of short runs; the ratio of each pair. */
+  async function toolPolicyPairs(): Promise<number[]> {
+    const tool = live.find((l) => l.target.name === 'tool')
+    const policy = live.find((l) => l.target.name === 'tool-policy')
+    if (tool === undefined || policy === undefined || params.pairs === 0) return []
+    log(`pairs: tool and tool-policy alternating, ${params.pairs} × ${params.pairSec}s each`)
+    const ratios: number[] = []
+    for (let i = 0; i < params.pairs; i++) {
+      const rps = new Map<Live, number>()
+      for (const l of i % 2 === 0 ? [tool, policy] : [policy, tool]) {
+        await attempt(l, `pair ${i + 1}`, async () => {
+          const r = await throughputRun(l.running, params.pairSec)
+          // A refused request would make a cheap row look fast.
+          if (r.non2xx === 0 && r.errors === 0) rps.set(l, r.rps)
+        })
+      }
+      const a = rps.get(tool)
+      const b = rps.get(policy)
+      if (a !== undefined && b !== undefined && a > 0) {
+        ratios.push(b / a)
+        log(
+          `  pair ${i + 1}: tool ${Math.round(a)} RPS, tool-policy ${Math.round(b)} RPS (${((b / a) * 100).toFixed(1)}%)`,
+        )
+      }
+    }
+    return ratios
+  }
+
   log(`warm-up (${params.warmupSec}s each)`)
   for (const l of live) {
     await attempt(l, 'warm-up', async () => {
@@ -300,6 +333,7 @@ async function main(): Promise<number> {
     }
   }
 
+  const pairRatios = await toolPolicyPairs()
   const tokenExchange = await measureTokenExchange(live, all, pinning)
 
   // In process and CPU-bound: measured after the load runs, while the targets sit idle.
@@ -307,7 +341,9 @@ async function main(): Promise<number> {
   const rows = buildRows(all)
   const checks = [
     ...acceptanceChecks(rows),
-    ...toolChecks(rows),
+    ...toolChecks(rows).map((c) =>
+      c.name.startsWith('tool-policy') ? pairedToolPolicyCheck(pairRatios, c) : c,
+    ),
     {
       name: `policy decision median under ${POLICY_MEDIAN_LIMIT_US} µs (1,000 policies, 10,000 agents, CEL guard)`,
       pass: policyDecision.medianUs < POLICY_MEDIAN_LIMIT_US,
