@@ -152,7 +152,11 @@ function tokenVar(input: DecisionInput): TokenVar {
   }
   // Only when the claims say what the input says: the same claims with another scope (explain)
   // must not reuse a var built for a different one.
-  if (claims !== undefined && claims['scope'] === input.scope && (claims['intent'] ?? undefined) === input.intent)
+  if (
+    claims !== undefined &&
+    claims['scope'] === input.scope &&
+    (claims['intent'] ?? undefined) === input.intent
+  )
     tokenVars.set(claims, built)
   return built
 }
@@ -378,7 +382,6 @@ export class PolicySet {
     }
     return list
   }
-
 
   /** The decision for one call. Cheap on the allow path: no strings are built unless it denies. */
   decide(input: DecisionInput): Decision {
