@@ -90,7 +90,8 @@ describe('secrets through the CLI and the admin API, with the master key in the 
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'runr-e2e-secrets-'))
-    file = await demoConfigIn(dir)
+    // The secret store alone: without the demo's fake tools, which store secrets of their own.
+    file = await demoConfigIn(dir, { toolFakes: false })
   })
   after(async () => {
     await rm(dir, { recursive: true, force: true })
@@ -231,7 +232,8 @@ describe('rotating a master key that comes from the config (secrets.masterKey)',
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'runr-e2e-secrets-config-'))
-    file = await demoConfigIn(dir)
+    // The secret store alone: without the demo's fake tools, which store secrets of their own.
+    file = await demoConfigIn(dir, { toolFakes: false })
     const config = parse(await readFile(file, 'utf8')) as Record<string, unknown>
     config['secrets'] = { masterKey: '${env:E2E_MASTER_KEY}' }
     await writeFile(file, stringify(config))

@@ -88,12 +88,20 @@ export async function startGatewayProcess(
   return { child, ...urls, stderr: () => stderr, exited }
 }
 
-/** examples/demo.yaml with both listeners on free ports and its store in `dir`; returns the file. */
-export async function demoConfigIn(dir: string): Promise<string> {
-  type Demo = { gateway: { listen: { port: number }; admin: { port: number } }; store: unknown }
+/**
+ * examples/demo.yaml with both listeners on free ports and its store in `dir`; returns the file.
+ * `toolFakes: false` leaves out the demo's fake tool upstreams and the secrets they store.
+ */
+export async function demoConfigIn(dir: string, options: { toolFakes?: boolean } = {}): Promise<string> {
+  type Demo = {
+    gateway: { listen: { port: number }; admin: { port: number } }
+    store: unknown
+    tools?: { demo?: boolean }
+  }
   const demo = parse(await readFile(join(root, 'examples/demo.yaml'), 'utf8')) as Demo
   demo.gateway.listen.port = 0
   demo.gateway.admin.port = 0
+  if (options.toolFakes === false && demo.tools !== undefined) delete demo.tools.demo
   demo.store = { kind: 'sqlite', path: join(dir, 'data/4runr.db') }
   const file = join(dir, 'demo.yaml')
   await writeFile(file, stringify(demo))
