@@ -97,6 +97,16 @@ describe('two gateway processes on one Postgres and Redis', () => {
   const status = async (g: Started, token: string) =>
     (await fetch(`${g.publicUrl}/orders/x`, { headers: { authorization: `Bearer ${token}` } })).status
 
+  /** A new agent with a generated key pair, created through `g`'s admin API. */
+  async function createAgent(g: Started, name: string): Promise<TestAgentKey> {
+    const created = (await (await admin(g, '/v1/agents', { name })).json()) as {
+      id: string
+      kid: string
+      privateKeyJwk: TestAgentKey['privateKeyJwk']
+    }
+    return { id: created.id, kid: created.kid, privateKeyJwk: created.privateKeyJwk }
+  }
+
   /** Poll until `check` holds; returns the milliseconds it took, or fails after `limitMs`. */
   async function within(limitMs: number, check: () => Promise<boolean>): Promise<number> {
     const started = performance.now()
@@ -109,12 +119,7 @@ describe('two gateway processes on one Postgres and Redis', () => {
 
   it('refuses on the second process a token revoked through the first, within 1 s', async (t) => {
     if (!available) return t.skip('postgres or redis not running')
-    const created = (await (await admin(a, '/v1/agents', { name: `agent-${suffix}` })).json()) as {
-      id: string
-      kid: string
-      privateKeyJwk: TestAgentKey['privateKeyJwk']
-    }
-    const agent = { id: created.id, kid: created.kid, privateKeyJwk: created.privateKeyJwk }
+    const agent = await createAgent(a, `agent-${suffix}`)
     // The second process learns of the new agent through Redis, then accepts the first's token.
     const token = await tokenFrom(a, agent)
     await within(2000, async () => (await status(b, token)) === 200)
@@ -129,12 +134,7 @@ describe('two gateway processes on one Postgres and Redis', () => {
 
   it('kills an agent through the second process for both, and shares signing keys', async (t) => {
     if (!available) return t.skip('postgres or redis not running')
-    const created = (await (await admin(b, '/v1/agents', { name: `agent2-${suffix}` })).json()) as {
-      id: string
-      kid: string
-      privateKeyJwk: TestAgentKey['privateKeyJwk']
-    }
-    const agent = { id: created.id, kid: created.kid, privateKeyJwk: created.privateKeyJwk }
+    const agent = await createAgent(b, `agent2-${suffix}`)
     await within(
       2000,
       async () =>
@@ -153,12 +153,7 @@ describe('two gateway processes on one Postgres and Redis', () => {
   })
   it('shares a quota between the two processes through Redis: exactly the limit is admitted', async (t) => {
     if (!available) return t.skip('postgres or redis not running')
-    const created = (await (await admin(a, '/v1/agents', { name: `quota-${suffix}` })).json()) as {
-      id: string
-      kid: string
-      privateKeyJwk: TestAgentKey['privateKeyJwk']
-    }
-    const agent = { id: created.id, kid: created.kid, privateKeyJwk: created.privateKeyJwk }
+    const agent = await createAgent(a, `quota-${suffix}`)
     const token = await tokenFrom(a, agent)
     await within(2000, async () => (await status(b, token)) === 200)
     const limited = async (g: Started) =>

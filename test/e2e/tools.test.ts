@@ -382,6 +382,20 @@ describe('tools end to end', () => {
   })
 
   describe('bad input', () => {
+    it('refuses oversized parameters with 413 and deeply nested ones with 400, and stays up', async () => {
+      const huge = { q: 'x'.repeat(2 * 1024 * 1024) }
+      await expectError(await call('/v1/tools/serpapi/search', huge), 413, 'payload_too_large')
+      const nested = (levels: number) =>
+        `{"q":"x","deep":${'{"d":'.repeat(levels)}"leaf"${'}'.repeat(levels)}}`
+      const error = await expectError(await call('/v1/tools/serpapi/search', nested(200)), 400, 'bad_request')
+      assert.equal(error.details?.['reason'], 'too_deep')
+      // Deeper than a recursive parser's stack: still a clear 400, never a crash.
+      await expectError(await call('/v1/tools/serpapi/search', nested(100_000)), 400, 'bad_request')
+      await expectError(await call('/v1/tools/serpapi/search', '{"q":'), 400, 'bad_request')
+      await expectError(await call('/v1/tools/serpapi/search', '[1,2]'), 400, 'bad_request')
+      assert.equal((await fetch(`${gw.publicUrl}/health`)).status, 200)
+    })
+
     it('answers 404 for an unknown tool or action', async () => {
       await expectError(await call('/v1/tools/nope/search', {}), 404, 'not_found')
       await expectError(await call('/v1/tools/serpapi/delete', {}), 404, 'not_found')
