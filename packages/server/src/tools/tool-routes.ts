@@ -186,6 +186,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     const settings = toolSettings(ctx.config, tool)
     const secret = await secretFor(settings, tool.name, agent.id)
 
+    let hostCheck: ((host: string) => boolean) | undefined | null = null
     const closing = abortOnClose(facts.req)
     const trace = traceHeadersOf(ctx)
     const started = performance.now()
@@ -205,9 +206,14 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
             .recordTokens(outcome.rule, agent.id, usage.promptTokens + usage.completionTokens)
             .catch((err: unknown) => deps.onError?.(err))
         },
-        allowRedirectHost: deps.policies
-          .current()
-          .redirectHostCheck(agent, { kind: 'tool', tool: tool.name, action: actionName }, outcome.rule),
+        // Worked out on the first redirect only: most calls never follow one.
+        allowRedirectHost: (host) => {
+          if (hostCheck === null) {
+            const target = { kind: 'tool' as const, tool: tool.name, action: actionName }
+            hostCheck = deps.policies.current().redirectHostCheck(agent, target, outcome.rule)
+          }
+          return hostCheck === undefined || hostCheck(host)
+        },
       })
       const durationMs = performance.now() - started
       ctx.upstreamMs = durationMs
