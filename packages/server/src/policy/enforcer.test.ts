@@ -4,10 +4,11 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { gatewayRejection } from '../../../../test/support/rejection.ts'
 import { dropSchemaAndKeys, requireService, serviceUrls } from '../../../../test/support/services.ts'
 import type { CompiledConfig } from '../config/compile.ts'
 import type { RawPolicy } from '../config/schema.ts'
-import { GatewayError } from '../errors/gateway-error.ts'
+import type { GatewayError } from '../errors/gateway-error.ts'
 import { createMetrics } from '../observability/metrics.ts'
 import { createMemoryState } from '../state/memory-state.ts'
 import { createRedisState } from '../state/redis-state.ts'
@@ -15,7 +16,7 @@ import type { SharedState } from '../state/types.ts'
 import { openStore } from '../store/open-store.ts'
 import type { Store } from '../store/types.ts'
 import { compilePolicy } from './compile.ts'
-import { type Authorized, PolicyEnforcer } from './enforcer.ts'
+import { PolicyEnforcer } from './enforcer.ts'
 import { PolicyService } from './policy-service.ts'
 import type { AgentFacts, DecisionInput } from './policy-set.ts'
 
@@ -67,16 +68,6 @@ function call(
     request: { method: 'POST', path: `/v1/tools/${tool}/${action}`, bytes: 2, ip: '127.0.0.1' },
     now,
   }
-}
-
-async function refusal(promise: Authorized | Promise<Authorized>): Promise<GatewayError> {
-  try {
-    await promise
-  } catch (err) {
-    assert.ok(err instanceof GatewayError, String(err))
-    return err
-  }
-  assert.fail('expected a refusal')
 }
 
 interface World {
@@ -194,7 +185,9 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
         const ok = await w.enforcer.authorize(call(bot, 'serpapi', 'search', { q: String(i) }, w.clock.now))
         assert.equal(ok.kind, 'proceed')
       }
-      const err = await refusal(w.enforcer.authorize(call(bot, 'serpapi', 'search', { q: 'x' }, w.clock.now)))
+      const err = await gatewayRejection(
+        w.enforcer.authorize(call(bot, 'serpapi', 'search', { q: 'x' }, w.clock.now)),
+      )
       assert.equal(err.code, 'quota_exceeded')
       assert.equal(err.status, 429)
       assert.equal(err.details?.['reason'], 'quota_calls')
@@ -230,7 +223,9 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
         (await restarted.enforcer.authorize(call(agent, 'serpapi', 'search', {}, restarted.clock.now))).kind,
         'proceed',
       )
-      const err = await refusal(peer.enforcer.authorize(call(agent, 'serpapi', 'search', {}, peer.clock.now)))
+      const err = await gatewayRejection(
+        peer.enforcer.authorize(call(agent, 'serpapi', 'search', {}, peer.clock.now)),
+      )
       assert.equal(err.code, 'quota_exceeded')
     })
 
@@ -255,7 +250,7 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
       await w.enforcer.recordTokens(first.kind === 'proceed' ? first.rule : null, bot.id, 100)
       const second = await w.enforcer.authorize(call(bot, 'openai', 'chat', {}, w.clock.now))
       await w.enforcer.recordTokens(second.kind === 'proceed' ? second.rule : null, bot.id, 60)
-      const err = await refusal(w.enforcer.authorize(call(bot, 'openai', 'chat', {}, w.clock.now)))
+      const err = await gatewayRejection(w.enforcer.authorize(call(bot, 'openai', 'chat', {}, w.clock.now)))
       assert.equal(err.code, 'quota_exceeded')
       assert.equal(err.details?.['reason'], 'quota_tokens')
       assert.equal(err.details?.['used'], 160)
@@ -268,7 +263,9 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
       const reordered = { headers: { b: '2', a: '1' }, url: 'https://example.com/a' }
       await w.enforcer.authorize(call(bot, 'http_fetch', 'get', args, w.clock.now))
       await w.enforcer.authorize(call(bot, 'http_fetch', 'get', reordered, w.clock.now))
-      const err = await refusal(w.enforcer.authorize(call(bot, 'http_fetch', 'get', args, w.clock.now)))
+      const err = await gatewayRejection(
+        w.enforcer.authorize(call(bot, 'http_fetch', 'get', args, w.clock.now)),
+      )
       assert.equal(err.code, 'rate_limited')
       assert.equal(err.details?.['reason'], 'repeat_limit')
       assert.ok(Number(err.headers?.['retry-after']) >= 1)
@@ -293,16 +290,14 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
       assert.equal(again.kind === 'parked' && again.approval.id, id)
       // Someone else's call, or other arguments, cannot use it.
       assert.equal(
-        (await refusal(w.enforcer.authorize(call(other, 'gmail', 'send', args, w.clock.now), id))).details?.[
-          'reason'
-        ],
+        (await gatewayRejection(w.enforcer.authorize(call(other, 'gmail', 'send', args, w.clock.now), id)))
+          .details?.['reason'],
         'approval_mismatch',
       )
       const changed = { ...args, to: 'b@example.com' }
       assert.equal(
-        (await refusal(w.enforcer.authorize(call(bot, 'gmail', 'send', changed, w.clock.now), id))).details?.[
-          'reason'
-        ],
+        (await gatewayRejection(w.enforcer.authorize(call(bot, 'gmail', 'send', changed, w.clock.now), id)))
+          .details?.['reason'],
         'approval_mismatch',
       )
       const decided = await w.store.approvals.decide(id, 'approved', { by: 'test', now: w.clock.now })
@@ -310,7 +305,9 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
       const run = await w.enforcer.authorize(call(bot, 'gmail', 'send', args, w.clock.now), id)
       assert.equal(run.kind, 'proceed')
       assert.equal(run.decision.decision, 'allow')
-      const twice = await refusal(w.enforcer.authorize(call(bot, 'gmail', 'send', args, w.clock.now), id))
+      const twice = await gatewayRejection(
+        w.enforcer.authorize(call(bot, 'gmail', 'send', args, w.clock.now), id),
+      )
       assert.equal(twice.code, 'conflict')
       assert.equal(twice.details?.['reason'], 'approval_used')
     })
@@ -326,7 +323,7 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
         note: 'not today',
         now: w.clock.now,
       })
-      const no = await refusal(
+      const no = await gatewayRejection(
         w.enforcer.authorize(call(bot, 'gmail', 'send', args, w.clock.now), rejectedId),
       )
       assert.equal(no.code, 'policy_denied')
@@ -337,7 +334,7 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
       const laterId = later.kind === 'parked' ? later.approval.id : ''
       await w.store.approvals.decide(laterId, 'approved', { by: 'test', now: w.clock.now })
       w.clock.now += 3_600_001
-      const expired = await refusal(
+      const expired = await gatewayRejection(
         w.enforcer.authorize(call(bot, 'gmail', 'send', args, w.clock.now), laterId),
       )
       assert.equal(expired.details?.['reason'], 'approval_expired')
@@ -379,7 +376,7 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
       if (!up) return t.skip('services not running')
       const w = await open()
       const before = w.policies.current()
-      const err = await refusal(
+      const err = await gatewayRejection(
         w.policies.put('broken', {
           agents: { all: true },
           allow: [
@@ -395,7 +392,7 @@ for (const backend of [sqliteBackend(), clusterBackend()]) {
         problems.some((p) => p.path === '(root)' || p.path === 'extra'),
         JSON.stringify(problems),
       )
-      const semantic = await refusal(
+      const semantic = await gatewayRejection(
         w.policies.put('broken', {
           agents: { all: true },
           allow: [

@@ -1,22 +1,12 @@
 import assert from 'node:assert/strict'
 import { after, before, beforeEach, describe, it } from 'node:test'
-import { GatewayError } from '../../errors/gateway-error.ts'
+import { gatewayRejection } from '../../../../../test/support/rejection.ts'
 import { type FakeGmail, startFakeGmail } from '../../fakes/gmail.ts'
 import { type ActionRunner, createActionRunner } from '../test-helpers.ts'
 import { gmail } from './gmail.ts'
 import { buildMessage, encodedWords, messageProblems } from './gmail-message.ts'
 
 const token = 'ya29.gmail-adapter-test-token'
-
-async function rejection(promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise
-  } catch (err) {
-    assert.ok(err instanceof GatewayError, String(err))
-    return err
-  }
-  assert.fail('the call succeeded')
-}
 
 describe('the gmail tool', () => {
   let fake: FakeGmail
@@ -153,16 +143,16 @@ describe('the gmail tool', () => {
   })
 
   it('turns a refused token and upstream faults into 502 upstream_error with the status', async () => {
-    let err = await rejection(run('profile', {}, 'ya29.wrong'))
+    let err = await gatewayRejection(run('profile', {}, 'ya29.wrong'))
     assert.deepEqual([err.code, err.details?.['upstreamStatus']], ['upstream_error', 401])
     assert.doesNotMatch(err.message, /ya29/)
 
     fake.faults.add({ kind: 'status', status: 503 })
-    err = await rejection(run('send', { to: 'a@example.com', subject: 's', text: 't' }))
+    err = await gatewayRejection(run('send', { to: 'a@example.com', subject: 's', text: 't' }))
     assert.deepEqual([err.code, err.details?.['upstreamStatus']], ['upstream_error', 503])
 
     fake.faults.add({ kind: 'non-json' })
-    err = await rejection(run('profile', {}))
+    err = await gatewayRejection(run('profile', {}))
     assert.deepEqual([err.code, err.details?.['upstreamStatus']], ['upstream_error', 200])
   })
 })

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, describe, it } from 'node:test'
-import { GatewayError } from '../../errors/gateway-error.ts'
+import { gatewayRejection } from '../../../../../test/support/rejection.ts'
 import type { ResolvedAddress } from '../../net/safe-lookup.ts'
 import { compilePolicy } from '../../policy/compile.ts'
 import { PolicySet } from '../../policy/policy-set.ts'
@@ -89,16 +89,6 @@ async function startSite(host = '127.0.0.1'): Promise<Site> {
       await new Promise((done) => server.close(done))
     },
   }
-}
-
-async function rejection(promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise
-  } catch (err) {
-    assert.ok(err instanceof GatewayError, String(err))
-    return err
-  }
-  assert.fail('the fetch succeeded')
 }
 
 type Data = {
@@ -209,7 +199,7 @@ describe('the http_fetch tool', () => {
   it('follows redirects up to maxRedirects and fails past it with 502', async () => {
     const { data } = await fetchData('get', { url: `${site.origin}/redirect?to=/json` })
     assert.deepEqual([data.redirects, data.url], [1, `${site.origin}/json`])
-    const err = await rejection(
+    const err = await gatewayRejection(
       runner.run(
         tool,
         'get',
@@ -223,7 +213,7 @@ describe('the http_fetch tool', () => {
   })
 
   it('refuses an answer over maxBytes with 502 and the upstream status', async () => {
-    const err = await rejection(
+    const err = await gatewayRejection(
       runner.run(
         tool,
         'get',
@@ -238,7 +228,7 @@ describe('the http_fetch tool', () => {
   })
 
   it('gives up at the deadline with 504 and stops when the call is aborted', async () => {
-    let err = await rejection(
+    let err = await gatewayRejection(
       runner.run(
         tool,
         'get',
@@ -249,7 +239,7 @@ describe('the http_fetch tool', () => {
     assert.equal(err.code, 'upstream_timeout')
     const abort = new AbortController()
     setTimeout(() => abort.abort(), 50)
-    err = await rejection(
+    err = await gatewayRejection(
       runner.run(
         tool,
         'get',
@@ -313,7 +303,7 @@ describe('the http_fetch tool', () => {
       [tool, `http://loopback.test:${p}/json`] as [ToolDefinition, string],
     ]
     for (const [fetcher, url] of cases) {
-      const err = await rejection(runner.run(fetcher, 'get', { url }, { settings: { options: {} } }))
+      const err = await gatewayRejection(runner.run(fetcher, 'get', { url }, { settings: { options: {} } }))
       assert.deepEqual(
         [err.code, err.status, err.details?.['reason']],
         ['forbidden', 403, 'ssrf_blocked'],
@@ -327,7 +317,7 @@ describe('the http_fetch tool', () => {
     const other = await startSite('127.0.0.2')
     try {
       for (const to of [`${other.origin}/json`, 'http://169.254.169.254/', `http://internal.test/`]) {
-        const err = await rejection(
+        const err = await gatewayRejection(
           runner.run(
             tool,
             'get',
@@ -346,14 +336,14 @@ describe('the http_fetch tool', () => {
   })
 
   it('refuses non-http schemes as ssrf_blocked', async () => {
-    const err = await rejection(
+    const err = await gatewayRejection(
       runner.run(tool, 'get', { url: 'file:///etc/passwd' }, { settings: { options: {} } }),
     )
     assert.deepEqual([err.code, err.details?.['reason']], ['forbidden', 'ssrf_blocked'])
   })
 
   it('says the tool is misconfigured when allowNetworks holds something that is not a network', async () => {
-    const err = await rejection(
+    const err = await gatewayRejection(
       runner.run(
         tool,
         'get',
@@ -403,12 +393,12 @@ describe('the http_fetch tool', () => {
     assert.equal((ok.data as Data).redirects, 1)
     // Allowed by SSRF (same address), but not by the policy: refused before the hop is requested.
     const seen = site.seen.length
-    const outside = await rejection(run(`http://elsewhere.test:${site.port}/json`))
+    const outside = await gatewayRejection(run(`http://elsewhere.test:${site.port}/json`))
     assert.equal(outside.code, 'policy_denied')
     assert.equal(outside.details?.['reason'], 'redirect_refused')
     assert.equal(outside.details?.['host'], 'elsewhere.test')
     // A domain a deny rule lists is refused even though the allow rule lists it too.
-    const denied = await rejection(run(`http://loopback.test:${site.port}/json`))
+    const denied = await gatewayRejection(run(`http://loopback.test:${site.port}/json`))
     assert.equal(denied.details?.['reason'], 'redirect_refused')
     assert.equal(site.seen.length, seen + 2, 'only the redirecting requests reached the site')
   })

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, beforeEach, describe, it } from 'node:test'
+import { gatewayRejection } from '../../../../../test/support/rejection.ts'
 import { GatewayError } from '../../errors/gateway-error.ts'
 import type { FakeServer } from '../../fakes/fake-server.ts'
 import { startFakeOpenAI } from '../../fakes/openai.ts'
@@ -9,16 +10,6 @@ import { openai } from './openai.ts'
 
 const key = 'sk-openai-adapter-test-0123456789'
 const messages = [{ role: 'user', content: 'hello there' }]
-
-async function rejection(promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise
-  } catch (err) {
-    assert.ok(err instanceof GatewayError, String(err))
-    return err
-  }
-  assert.fail('the call succeeded')
-}
 
 async function collect(result: ToolResult): Promise<string> {
   assert.ok('stream' in result, 'a stream')
@@ -136,7 +127,7 @@ describe('the openai tool', () => {
   })
 
   it('turns a refused key into 502 upstream_error with the upstream status and without the key', async () => {
-    const err = await rejection(run('chat', { model: 'gpt-4o-mini', messages }, 'sk-wrong-key-0000'))
+    const err = await gatewayRejection(run('chat', { model: 'gpt-4o-mini', messages }, 'sk-wrong-key-0000'))
     assert.equal(err.code, 'upstream_error')
     assert.equal(err.details?.['upstreamStatus'], 401)
     assert.doesNotMatch(JSON.stringify({ m: err.message, d: err.details }), /sk-/)
@@ -145,24 +136,24 @@ describe('the openai tool', () => {
   it('turns upstream faults into typed errors: status, non-JSON, oversize, reset, timeout', async () => {
     const chat = { model: 'gpt-4o-mini', messages }
     fake.faults.add({ kind: 'status', status: 500 })
-    let err = await rejection(run('chat', chat))
+    let err = await gatewayRejection(run('chat', chat))
     assert.deepEqual([err.code, err.details?.['upstreamStatus']], ['upstream_error', 500])
 
     fake.faults.add({ kind: 'non-json' })
-    err = await rejection(run('chat', chat))
+    err = await gatewayRejection(run('chat', chat))
     assert.deepEqual([err.code, err.details?.['upstreamStatus']], ['upstream_error', 200])
 
     fake.faults.add({ kind: 'oversize', bytes: 100 * 1024 })
-    err = await rejection(run('chat', chat))
+    err = await gatewayRejection(run('chat', chat))
     assert.deepEqual([err.code, err.details?.['upstreamStatus']], ['upstream_error', 200])
 
     fake.faults.add({ kind: 'reset' })
-    err = await rejection(run('embeddings', { model: 'm', input: 'x' }))
+    err = await gatewayRejection(run('embeddings', { model: 'm', input: 'x' }))
     assert.equal(err.code, 'upstream_error')
 
     // undici's headers timer ticks about once a second: wait for more than that.
     fake.faults.add({ kind: 'latency', ms: 2_500 })
-    err = await rejection(
+    err = await gatewayRejection(
       runner.run(openai, 'chat', chat, { settings: { url: fake.url, timeoutMs: 100 }, secret: key }),
     )
     assert.equal(err.code, 'upstream_timeout')
@@ -170,7 +161,7 @@ describe('the openai tool', () => {
 
   it('refuses a stream the upstream answered with an error status, with that status', async () => {
     fake.faults.add({ kind: 'status', status: 429 })
-    const err = await rejection(run('chat', { model: 'gpt-4o-mini', messages, stream: true }))
+    const err = await gatewayRejection(run('chat', { model: 'gpt-4o-mini', messages, stream: true }))
     assert.deepEqual([err.code, err.details?.['upstreamStatus']], ['upstream_error', 429])
   })
 

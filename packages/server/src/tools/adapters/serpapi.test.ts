@@ -1,22 +1,12 @@
 import assert from 'node:assert/strict'
 import { after, before, beforeEach, describe, it } from 'node:test'
-import { GatewayError } from '../../errors/gateway-error.ts'
+import { gatewayRejection } from '../../../../../test/support/rejection.ts'
 import type { FakeServer } from '../../fakes/fake-server.ts'
 import { startFakeSerpApi } from '../../fakes/serpapi.ts'
 import { type ActionRunner, createActionRunner } from '../test-helpers.ts'
 import { serpapi } from './serpapi.ts'
 
 const key = 'serp-adapter-test-key-0123'
-
-async function rejection(promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise
-  } catch (err) {
-    assert.ok(err instanceof GatewayError, String(err))
-    return err
-  }
-  assert.fail('the call succeeded')
-}
 
 describe('the serpapi tool', () => {
   let fake: FakeServer
@@ -51,14 +41,14 @@ describe('the serpapi tool', () => {
   })
 
   it('turns a refused key and upstream faults into 502 upstream_error with the status', async () => {
-    let err = await rejection(run({ q: 'x' }, 'wrong-key'))
+    let err = await gatewayRejection(run({ q: 'x' }, 'wrong-key'))
     assert.deepEqual([err.code, err.details?.['upstreamStatus']], ['upstream_error', 401])
     assert.doesNotMatch(err.message, /wrong-key/)
     fake.faults.add({ kind: 'non-json' })
-    err = await rejection(run({ q: 'x' }))
+    err = await gatewayRejection(run({ q: 'x' }))
     assert.deepEqual([err.code, err.details?.['upstreamStatus']], ['upstream_error', 200])
     fake.faults.add({ kind: 'reset' })
-    err = await rejection(run({ q: 'x' }))
+    err = await gatewayRejection(run({ q: 'x' }))
     assert.equal(err.code, 'upstream_error')
   })
 })
