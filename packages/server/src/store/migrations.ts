@@ -141,6 +141,48 @@ export const sqliteMigrations: readonly Migration[] = [
       ) strict`,
     ],
   },
+  {
+    version: 3,
+    name: 'audit ledger: hash-chained entries per instance, signed checkpoints, checkpoint keys',
+    statements: [
+      // One hash chain per gateway instance: (instance, seq) is the chain position.
+      `create table audit_entries (
+        instance text not null,
+        seq integer not null check (seq > 0),
+        time integer not null,
+        request_id text,
+        correlation_id text,
+        principal text,
+        kind text not null,
+        target text,
+        action text,
+        decision text,
+        rule text,
+        status integer not null,
+        duration_ms real not null,
+        prev_hash text not null,
+        hash text not null,
+        primary key (instance, seq)
+      ) strict`,
+      'create index audit_entries_time on audit_entries (time, instance, seq)',
+      `create table audit_checkpoints (
+        instance text not null,
+        seq integer not null,
+        hash text not null,
+        time integer not null,
+        kid text not null,
+        signature text not null,
+        primary key (instance, seq)
+      ) strict`,
+      // Public halves of the keys checkpoints were signed with, kept after the signing key is pruned.
+      `create table audit_keys (
+        kid text not null primary key,
+        public_jwk text not null check (json_valid(public_jwk)),
+        attestation text not null,
+        created_at integer not null
+      ) strict`,
+    ],
+  },
 ]
 
 /**
@@ -263,6 +305,47 @@ export const postgresMigrations: readonly Migration[] = [
         created_at bigint not null,
         rotated_at bigint,
         constraint secrets_pkey primary key (name, agent_id)
+      )`,
+    ],
+  },
+  {
+    version: 3,
+    name: 'audit ledger: hash-chained entries per instance, signed checkpoints, checkpoint keys',
+    statements: [
+      `create table audit_entries (
+        instance text collate "C" not null,
+        seq bigint not null check (seq > 0),
+        time bigint not null,
+        request_id text,
+        correlation_id text,
+        principal text,
+        kind text not null,
+        target text,
+        action text,
+        decision text,
+        rule text,
+        status integer not null,
+        duration_ms double precision not null,
+        prev_hash text not null,
+        hash text not null,
+        constraint audit_entries_pkey primary key (instance, seq)
+      )`,
+      'create index audit_entries_time on audit_entries (time, instance, seq)',
+      `create table audit_checkpoints (
+        instance text collate "C" not null,
+        seq bigint not null,
+        hash text not null,
+        time bigint not null,
+        kid text not null,
+        signature text not null,
+        constraint audit_checkpoints_pkey primary key (instance, seq)
+      )`,
+      `create table audit_keys (
+        kid text collate "C" not null,
+        public_jwk jsonb not null,
+        attestation text not null,
+        created_at bigint not null,
+        constraint audit_keys_pkey primary key (kid)
       )`,
     ],
   },
