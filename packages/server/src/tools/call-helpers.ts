@@ -79,19 +79,6 @@ export function parkedAnswer(outcome: Extract<Authorized, { kind: 'parked' }>): 
   return { status: 202, ...parkedReply(outcome.approval) }
 }
 
-/**
- * An AbortSignal that fires when the client's connection closes, until `dispose` stops listening:
- * a client that leaves aborts the upstream call it started.
- */
-export function abortOnClose(req: IncomingMessage): { signal: AbortSignal; dispose(): void } {
-  const abort = new AbortController()
-  const onClose = (): void => abort.abort()
-  // Gone already (it left while its body was read): nothing would fire 'close' again.
-  if (req.socket.destroyed) abort.abort()
-  req.socket.once('close', onClose)
-  return { signal: abort.signal, dispose: () => req.socket.off('close', onClose) }
-}
-
 /** Pass a stream through, and run `done` once it ends however it ends. */
 export async function* detachAfter(
   stream: AsyncIterable<Uint8Array>,

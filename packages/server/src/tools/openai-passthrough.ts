@@ -17,8 +17,8 @@ import type { JsonAnswer, StreamAnswer } from '../http/pipeline.ts'
 import { readBody } from '../http/read-body.ts'
 import type { Authorized } from '../policy/enforcer.ts'
 import type { DecisionTarget } from '../policy/policy-set.ts'
+import { ClientGone } from './call-abort.ts'
 import {
-  abortOnClose,
   agentOf,
   type CallFacts,
   checkShape,
@@ -212,17 +212,17 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
       request.body = raw.toString('utf8')
     }
 
-    const closing = abortOnClose(req)
+    const closing = new ClientGone(req.socket)
     const trace = traceHeadersOf(ctx)
     const started = performance.now()
     let relaying = false
     try {
       if (!streaming) {
-        const answer = await deps.client.call(settings, request, closing.signal, trace)
+        const answer = await deps.client.call(settings, request, closing, trace)
         ctx.upstreamMs = performance.now() - started
         return await answerJson(answer, outcome, agent.id)
       }
-      const opened = await deps.client.open(settings, request, closing.signal, trace)
+      const opened = await deps.client.open(settings, request, closing, trace)
       ctx.upstreamMs = performance.now() - started
       const type = String(opened.headers['content-type'] ?? '').toLowerCase()
       if (opened.status < 200 || opened.status > 299 || !type.startsWith('text/event-stream')) {

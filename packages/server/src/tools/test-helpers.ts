@@ -6,6 +6,7 @@
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net'
 import { schemaProblems } from '../config/load.ts'
 import { createDispatcherCache } from '../net/safe-fetch.ts'
+import { abortFromSignal } from './call-abort.ts'
 import type { LlmUsage, ParamProblem, ToolDefinition, ToolResult, ToolSettings } from './types.ts'
 import { createUpstreamClient } from './upstream-client.ts'
 
@@ -57,14 +58,15 @@ export function createActionRunner(options: { maxAnswerBytes?: number } = {}): A
       }
       const signal = runOptions.signal ?? new AbortController().signal
       const trace = { 'x-correlation-id': 'test-correlation' }
+      const abort = abortFromSignal(signal)
       return action.execute({
         params,
         secret: runOptions.secret,
         settings,
         signal,
         traceHeaders: trace,
-        upstream: (request) => client.call(settings, request, signal, trace),
-        upstreamStream: (request) => client.open(settings, request, signal, trace),
+        upstream: (request) => client.call(settings, request, abort, trace),
+        upstreamStream: (request) => client.open(settings, request, abort, trace),
         dispatchers,
         reportUsage: (u) => usage.push(u),
         ...(runOptions.allowRedirectHost === undefined

@@ -20,8 +20,8 @@ import type { Authorized, PolicyEnforcer } from '../policy/enforcer.ts'
 import type { PolicyService } from '../policy/policy-service.ts'
 import type { DecisionTarget } from '../policy/policy-set.ts'
 import type { Store } from '../store/types.ts'
+import { ClientGone } from './call-abort.ts'
 import {
-  abortOnClose,
   agentOf,
   type CallFacts,
   checkShape,
@@ -187,7 +187,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     const secret = await secretFor(settings, tool.name, agent.id)
 
     let hostCheck: ((host: string) => boolean) | undefined | null = null
-    const closing = abortOnClose(facts.req)
+    const closing = new ClientGone(facts.req.socket)
     const trace = traceHeadersOf(ctx)
     const started = performance.now()
     let streaming = false
@@ -196,10 +196,13 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
         params,
         secret,
         settings,
-        signal: closing.signal,
+        // A getter: only http_fetch needs a real AbortSignal, and making one costs every call.
+        get signal() {
+          return closing.signal
+        },
         traceHeaders: trace,
-        upstream: (request) => client.call(settings, request, closing.signal, trace),
-        upstreamStream: (request) => client.open(settings, request, closing.signal, trace),
+        upstream: (request) => client.call(settings, request, closing, trace),
+        upstreamStream: (request) => client.open(settings, request, closing, trace),
         dispatchers,
         reportUsage: (usage) => {
           deps.enforcer
