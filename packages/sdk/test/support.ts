@@ -1,0 +1,145 @@
+/**
+ * A real `4runr start` process for the SDK's end-to-end tests, its tools pointed at fake SerpAPI,
+ * OpenAI and Gmail upstreams that run in the test process (so tests can inject faults into them),
+ * and a small HTTP server to stand in front of the gateway and misbehave on purpose.
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { stringify } from 'yaml'
+import { testAdminKey } from '../../../test/support/gateway.ts'
+import { type Started, startGatewayProcess } from '../../../test/support/process.ts'
+import { type FakeUpstreams, startFakeUpstreams } from '../../server/src/fakes/index.ts'
+import { AdminClient } from '../src/index.ts'
+
+export { testAdminKey }
+
+export interface SdkGateway {
+  publicUrl: string
+  adminUrl: string
+  fakes: FakeUpstreams
+  admin: AdminClient
+  dir: string
+  process: Started
+  stop(): Promise<void>
+}
+
+/** `config` is merged over listeners on port 0, an SQLite store in a temp dir and the fakes' URLs. */
+export async function startSdkGateway(config: Record<string, unknown> = {}): Promise<SdkGateway> {
+  const credentials = {
+    serpapi: `serp-${randomBytes(12).toString('hex')}`,
+    openai: `sk-${randomBytes(12).toString('hex')}`,
+    gmail: `ya29.${randomBytes(12).toString('hex')}`,
+  }
+  const fakes = await startFakeUpstreams({ credentials })
+  const dir = await mkdtemp(join(tmpdir(), 'runr-sdk-'))
+  const tools = (config['tools'] ?? {}) as Record<string, Record<string, unknown>>
+  const full = {
+    ...config,
+    gateway: {
+      logLevel: 'warn',
+      listen: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      ...(config['gateway'] as object),
+    },
+    store: { kind: 'sqlite', path: join(dir, '4runr.db') },
+    tools: {
+      ...tools,
+      serpapi: { url: fakes.serpapi.url, ...tools['serpapi'] },
+      openai: { url: fakes.openai.url, ...tools['openai'] },
+      gmail: { url: fakes.gmail.url, ...tools['gmail'] },
+      http_fetch: { allowNetworks: ['127.0.0.1/32'], ...tools['http_fetch'] },
+    },
+  }
+  const configFile = join(dir, '4runr.yaml')
+  await writeFile(configFile, stringify(full))
+  let started: Started
+  try {
+    started = await startGatewayProcess(configFile, { RUNR_ADMIN_KEY: testAdminKey }, dir)
+  } catch (err) {
+    await fakes.close()
+    throw err
+  }
+  const admin = new AdminClient({ baseUrl: started.adminUrl, adminKey: testAdminKey })
+  await admin.secrets.put('serpapi_key', credentials.serpapi)
+  await admin.secrets.put('openai_key', credentials.openai)
+  await admin.secrets.put('gmail_token', credentials.gmail)
+  return {
+    publicUrl: started.publicUrl,
+    adminUrl: started.adminUrl,
+    fakes,
+    admin,
+    dir,
+    process: started,
+    async stop() {
+      started.child.kill('SIGTERM')
+      await started.exited
+      await fakes.close()
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** What the front server saw of one request. */
+export interface FrontRequest {
+  method: string
+  path: string
+  headers: IncomingMessage['headers']
+}
+
+/**
+ * A local HTTP server in front of `target`: each request is answered by the next scripted reply
+ * while there are any, then forwarded to the target. Every request is recorded.
+ */
+export async function startFront(target: string) {
+  const seen: FrontRequest[] = []
+  const script: Array<(res: ServerResponse) => void> = []
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = []
+    for await (const chunk of req) chunks.push(chunk as Buffer)
+    seen.push({ method: req.method!, path: req.url!, headers: req.headers })
+    const next = script.shift()
+    if (next !== undefined) {
+      next(res)
+      return
+    }
+    const headers = new Headers()
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (typeof value === 'string' && name !== 'host' && name !== 'connection') headers.set(name, value)
+    }
+    const body = chunks.length === 0 ? undefined : Buffer.concat(chunks)
+    const answer = await fetch(target + req.url, { method: req.method!, headers, body })
+    const out: Record<string, string> = {}
+    answer.headers.forEach((value, name) => {
+      if (name !== 'content-encoding' && name !== 'transfer-encoding' && name !== 'connection')
+        out[name] = value
+    })
+    res.writeHead(answer.status, out).end(Buffer.from(await answer.arrayBuffer()))
+  })
+  await new Promise<void>((ready) => server.listen(0, '127.0.0.1', ready))
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    /** Queue replies for the next requests, in order. */
+    answer(...replies: Array<(res: ServerResponse) => void>) {
+      script.push(...replies)
+    },
+    close: () =>
+      new Promise<void>((done) => {
+        server.closeAllConnections()
+        server.close(() => done())
+      }),
+  }
+}
+
+/** A scripted reply: `status` with the gateway's common error body and extra headers. */
+export function refusal(status: number, code: string, headers: Record<string, string> = {}) {
+  return (res: ServerResponse) => {
+    const body = JSON.stringify({ error: { code, message: `scripted ${code}`, status, requestId: 'front' } })
+    res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(body)
+  }
+}
