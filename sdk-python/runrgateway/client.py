@@ -211,7 +211,7 @@ class GatewayClient:
             raise self._parked(data, request_id, tool, action, params, key, correlation_id, timeout)
         if not isinstance(data, dict) or "data" not in data:
             raise GatewayError(
-                "unexpected_response", f"POST {path}: the answer has no data", answer.status, request_id
+                "invalid_response", f"POST {path}: the answer has no data", answer.status, request_id
             )
         metadata = data.get("metadata")
         return ToolResult(data["data"], metadata if isinstance(metadata, dict) else {}, request_id)
@@ -229,7 +229,7 @@ class GatewayClient:
     ) -> ApprovalRequired:
         approval_id = data.get("approvalId") if isinstance(data, dict) else None
         if not isinstance(approval_id, str) or not 0 < len(approval_id) <= 128:
-            return GatewayError("unexpected_response", "a 202 answer without an approvalId", 202, request_id)
+            return GatewayError("invalid_response", "a 202 answer without an approvalId", 202, request_id)
         error = ApprovalRequired(
             "approval_required",
             f"{tool}.{action} waits for an operator's approval ({approval_id})",
@@ -282,7 +282,7 @@ class Tools:
         data = decode_json(answer, "GET", "/v1/tools")
         tools = data.get("tools") if isinstance(data, dict) else None
         if not isinstance(tools, list):
-            raise GatewayError("unexpected_response", "GET /v1/tools: the answer has no tools list", answer.status)
+            raise GatewayError("invalid_response", "GET /v1/tools: the answer has no tools list", answer.status)
         return tools
 
 

@@ -30,7 +30,7 @@ def decode_json(response: Response, method: str, path: str) -> Any:
         return response.json()
     except (UnicodeDecodeError, ValueError):
         raise GatewayError(
-            "unexpected_response",
+            "invalid_response",
             f"{method} {path}: HTTP {response.status} with a body that is not JSON",
             response.status,
             response.headers.get("x-request-id"),

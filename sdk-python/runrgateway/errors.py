@@ -30,7 +30,8 @@ class GatewayError(Exception):
     """An error answer of the gateway, or a failure to get one.
 
     ``code`` is the stable code of DESIGN §15 (``policy_denied``, ``rate_limited``, ...), or one of
-    the SDK's own: ``network_error``, ``timeout``, ``unexpected_response``. ``status`` is the HTTP
+    the SDK's own (the TypeScript SDK's too): ``network_error``, ``timeout``, ``approval_timeout``,
+    ``invalid_response``, ``issuer_mismatch``. ``status`` is the HTTP
     status, ``None`` when no answer arrived.
     """
 
@@ -113,7 +114,7 @@ class ApprovalRequired(GatewayError):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise GatewayTimeoutError(
-                    "timeout",
+                    "approval_timeout",
                     f"approval {self.approval_id} was not decided within {timeout:g}s",
                     details={"approvalId": self.approval_id},
                 )
@@ -218,7 +219,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
     cls = _by_status.get(status, GatewayError)
     preview = body[:200].decode("utf-8", "replace")
     return cls(
-        "unexpected_response",
+        "invalid_response",
         f"HTTP {status} without the gateway's error body",
         status,
         request_id,

@@ -75,7 +75,7 @@ class TokenManager:
             issuer = metadata.get("issuer") if isinstance(metadata, dict) else None
             if not isinstance(issuer, str) or urlsplit(issuer).scheme not in ("http", "https"):
                 raise GatewayError(
-                    "unexpected_response",
+                    "invalid_response",
                     "the gateway's metadata names no issuer (is base_url a 4Runr Gateway?)",
                     answer.status,
                 )
@@ -168,7 +168,7 @@ class TokenManager:
         answer = self._caller.send("POST", "/v1/token", prepare=prepare, retry_safe=True)
         data = decode_json(answer, "POST", "/v1/token")
         if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
-            raise GatewayError("unexpected_response", "the token answer has no access_token", answer.status)
+            raise GatewayError("invalid_response", "the token answer has no access_token", answer.status)
         try:
             expires_in = float(data.get("expires_in") or 0)
         except (TypeError, ValueError):

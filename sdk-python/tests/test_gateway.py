@@ -270,8 +270,9 @@ class Approvals(GatewayCase):
         client = self.client()
         with self.assertRaises(ApprovalRequired) as caught:
             client.gmail.send(to="ops@example.com", subject=unique("pending"), text="later")
-        with self.assertRaises(GatewayTimeoutError):
+        with self.assertRaises(GatewayTimeoutError) as waited:
             caught.exception.wait(timeout=0.3, interval=0.1)
+        self.assertEqual(waited.exception.code, "approval_timeout")
 
 
 if __name__ == "__main__":

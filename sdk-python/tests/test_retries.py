@@ -127,14 +127,14 @@ class BadAnswers(unittest.TestCase):
         self.server.on(TOOL, page)
         with self.assertRaises(UpstreamError) as caught:
             self.client.serpapi.search(q="x")
-        self.assertEqual(caught.exception.code, "unexpected_response")
+        self.assertEqual(caught.exception.code, "invalid_response")
         self.assertIn("Bad Gateway", caught.exception.details["bodyPreview"])
 
     def test_a_success_that_is_not_json_is_an_error_not_a_crash(self) -> None:
         self.server.on(TOOL, (200, {"Content-Type": "text/html"}, b"<html>captive portal</html>"))
         with self.assertRaises(GatewayError) as caught:
             self.client.serpapi.search(q="x")
-        self.assertEqual((caught.exception.code, caught.exception.status), ("unexpected_response", 200))
+        self.assertEqual((caught.exception.code, caught.exception.status), ("invalid_response", 200))
         self.server.on(TOOL, json_reply(200, ["no", "data"]))
         with self.assertRaises(GatewayError):
             self.client.serpapi.search(q="x")
@@ -143,7 +143,7 @@ class BadAnswers(unittest.TestCase):
         self.server.on("/.well-known/oauth-authorization-server", (404, {}, b"not here"))
         with self.assertRaises(GatewayError) as caught:
             self.client.serpapi.search(q="x")
-        self.assertEqual((caught.exception.status, caught.exception.code), (404, "unexpected_response"))
+        self.assertEqual((caught.exception.status, caught.exception.code), (404, "invalid_response"))
         self.server.on("/.well-known/oauth-authorization-server", json_reply(200, {"issuer": "ftp://nope"}))
         with self.assertRaisesRegex(GatewayError, "no issuer"):
             self.client.serpapi.search(q="x")

@@ -19,7 +19,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { stringify } from 'yaml'
 import { type FakeUpstreams, type Fault, startFakeUpstreams } from '../../packages/server/src/fakes/index.ts'
-import { root, type Started, startGatewayProcess } from '../support/process.ts'
+import { demoConfigIn, root, runCli, type Started, startGatewayProcess } from '../support/process.ts'
 
 const python = process.env['RUNR_TEST_PYTHON'] ?? '/usr/bin/python3'
 const adminKey = `sdk-py-admin-${randomBytes(12).toString('hex')}`
@@ -62,8 +62,38 @@ async function startFaultControl(fakes: FakeUpstreams): Promise<{ url: string; s
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server }
 }
 
+const problem = pythonProblem()
+
+/** Fail in CI, skip elsewhere: answers whether the Python side can run. */
+function pythonAvailable(): boolean {
+  if (problem === undefined) return true
+  if (process.env['RUNR_TEST_REQUIRE_SERVICES'] === '1') {
+    throw new Error(`the Python SDK tests are required (RUNR_TEST_REQUIRE_SERVICES=1): ${problem}`)
+  }
+  return false
+}
+
+/** Run python3 with `env` without blocking this process (fakes may answer from it). */
+async function runPython(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ status: number | null; output: string }> {
+  const child = spawn(python, args, {
+    cwd: root,
+    env: { ...process.env, ...env, PYTHONDONTWRITEBYTECODE: '1', PYTHONPATH: join(root, 'sdk-python') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  const collect = (chunk: Buffer) => {
+    output += chunk.toString('utf8')
+  }
+  child.stdout!.on('data', collect)
+  child.stderr!.on('data', collect)
+  const status = await new Promise<number | null>((done) => child.once('close', done))
+  return { status, output }
+}
+
 describe('the Python SDK against a real gateway process', () => {
-  const problem = pythonProblem()
   let dir: string
   let fakes: FakeUpstreams
   let control: Awaited<ReturnType<typeof startFaultControl>>
@@ -90,12 +120,7 @@ describe('the Python SDK against a real gateway process', () => {
   }
 
   before(async () => {
-    if (problem !== undefined) {
-      if (process.env['RUNR_TEST_REQUIRE_SERVICES'] === '1') {
-        throw new Error(`the Python SDK tests are required (RUNR_TEST_REQUIRE_SERVICES=1): ${problem}`)
-      }
-      return
-    }
+    if (!pythonAvailable()) return
     dir = await mkdtemp(join(tmpdir(), 'runr-sdk-py-'))
     fakes = await startFakeUpstreams({ credentials })
     control = await startFaultControl(fakes)
@@ -191,25 +216,34 @@ describe('the Python SDK against a real gateway process', () => {
     if (dir !== undefined) await rm(dir, { recursive: true, force: true })
   })
 
+  it('runs examples/agent.py: it searches, skips the pages policy denies, and stops politely at the loop guard', async (t) => {
+    if (problem !== undefined) {
+      t.skip(problem)
+      return
+    }
+    const question = `example ${randomBytes(4).toString('hex')}`
+    const args = [join(root, 'examples/agent.py'), env['RUNR_SDK_TEST_KEY_FILE']!, question]
+    const first = await runPython(args, env)
+    assert.equal(first.status, 0, first.output)
+    assert.match(first.output, /3 results/)
+    assert.match(first.output, /not allowed \(policy_denied/)
+    assert.match(first.output, /fetched http:\/\/127\.0\.0\.1:\d+\/demo\/hello: HTTP 404/)
+    assert.equal((await runPython(args, env)).status, 0)
+    // The policy's loop guard allows the same search twice an hour.
+    const third = await runPython(args, env)
+    assert.equal(third.status, 0, third.output)
+    assert.match(third.output, /search: rate_limited, next try possible in \d+s; stopping here/)
+  })
+
   it('passes the SDK unittest suite: tokens, DPoP, typed errors, retries, approvals, admin, wheel', async (t) => {
     if (problem !== undefined) {
       t.skip(problem)
       return
     }
-    // Async: the fakes answer from this process, so blocking it would hang the Python tests.
-    const child = spawn(python, ['-m', 'unittest', 'discover', '-s', 'sdk-python/tests', '-v'], {
-      cwd: root,
-      env: { ...process.env, ...env, PYTHONDONTWRITEBYTECODE: '1', PYTHONPATH: join(root, 'sdk-python') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let output = ''
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString('utf8')
-    })
-    child.stderr!.on('data', (chunk: Buffer) => {
-      output += chunk.toString('utf8')
-    })
-    const status = await new Promise<number | null>((done) => child.once('close', done))
+    const { status, output } = await runPython(
+      ['-m', 'unittest', 'discover', '-s', 'sdk-python/tests', '-v'],
+      env,
+    )
     assert.equal(status, 0, `python -m unittest failed:\n${output}`)
     assert.match(output, /\nOK\s*$/, output)
     assert.doesNotMatch(output, /skipped/, `no Python test may be skipped here:\n${output}`)
@@ -217,5 +251,42 @@ describe('the Python SDK against a real gateway process', () => {
     assert.ok(ran >= 30, `only ${ran} Python tests ran:\n${output}`)
     // The credentials the gateway injects never reach the agent side.
     for (const value of Object.values(credentials)) assert.ok(!output.includes(value))
+  })
+})
+
+describe('examples/agent.py on the demo, as its docstring says to run it', () => {
+  let gateway: Started
+  let dir: string
+
+  before(async () => {
+    if (!pythonAvailable()) return
+    dir = await mkdtemp(join(tmpdir(), 'runr-sdk-py-demo-'))
+    gateway = await startGatewayProcess(await demoConfigIn(dir), { RUNR_ADMIN_KEY: adminKey }, dir)
+  })
+  after(async () => {
+    if (gateway === undefined) return
+    gateway.child.kill('SIGTERM')
+    await gateway.exited
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('searches with redaction, is denied the fake results, and reads the demo page', async (t) => {
+    if (problem !== undefined) {
+      t.skip(problem)
+      return
+    }
+    const keyFile = join(dir, 'research-bot.key.json')
+    const created = runCli(['agent', 'create', '--name', 'research-bot', '--out', keyFile], {
+      RUNR_ADMIN_KEY: adminKey,
+      RUNR_ADMIN_URL: gateway.adminUrl,
+      RUNR_URL: gateway.publicUrl,
+    })
+    assert.equal(created.status, 0, created.stderr)
+    const run = await runPython([join(root, 'examples/agent.py'), keyFile, '4runr gateway'], {})
+    assert.equal(run.status, 0, run.output)
+    assert.match(run.output, /3 results/)
+    assert.doesNotMatch(run.output, /contact@example\.com/, 'the demo policy redacts e-mail addresses')
+    assert.match(run.output, /fetch https:\/\/example\.com\/4runr-gateway\/1: not allowed \(policy_denied/)
+    assert.match(run.output, /fetched http:\/\/127\.0\.0\.1:\d+\/demo\/hello: HTTP 200/)
   })
 })
