@@ -5,6 +5,7 @@
     print(client.serpapi.search(q="4runr gateway").data)
 """
 
+from . import errors as _errors
 from ._version import __version__
 from .admin import AdminClient
 from .client import GatewayClient, ToolResult
@@ -26,20 +27,4 @@ from .retry import RetryPolicy
 #: ``from runrgateway import *`` never shadows Python's builtin TimeoutError.
 TimeoutError = GatewayTimeoutError  # noqa: A001
 
-__all__ = [
-    "__version__",
-    "AdminClient",
-    "GatewayClient",
-    "ToolResult",
-    "RetryPolicy",
-    "GatewayError",
-    "AuthError",
-    "PolicyError",
-    "ApprovalRequired",
-    "RateLimitError",
-    "QuotaError",
-    "UpstreamError",
-    "GatewayTimeoutError",
-    "CircuitOpenError",
-    "NetworkError",
-]
+__all__ = ["__version__", "AdminClient", "GatewayClient", "ToolResult", "RetryPolicy", *_errors.__all__]

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
 from .core import Caller, decode_json, encode_json
-from .errors import ApprovalRequired, GatewayError
+from .errors import ApprovalRequired, GatewayError, PolicyError
 from .keys import PrivateKeyInput, load_key
 from .retry import RetryPolicy
 from .tokens import TokenManager
@@ -113,17 +113,30 @@ class GatewayClient:
 
     # -- tokens -----------------------------------------------------------------------------------
 
-    def _scope(self, needed: Optional[str]) -> str:
+    def _scope(self, needed: Optional[str]) -> Tuple[str, bool]:
+        """The scope to ask for, and whether ``needed`` was added to it just now."""
         if self._fixed_scope is not None:
-            return self._fixed_scope
+            return self._fixed_scope, False
+        added = False
         if needed is not None and needed not in self._grown:
             with self._scope_lock:
+                added = needed not in self._grown
                 self._grown = self._grown | {needed}
-        return " ".join(sorted(self._grown))
+        return " ".join(sorted(self._grown)), added
+
+    def _token_for(self, scope: str, needed: Optional[str], added: bool) -> Tuple[str, str]:
+        try:
+            return self.tokens.get(scope)
+        except PolicyError as refused:
+            # A tool no policy grants must not spoil the scope of every later call.
+            if added and refused.code == "invalid_scope":
+                with self._scope_lock:
+                    self._grown = self._grown - {needed}
+            raise
 
     def token(self) -> str:
         """The current access token (fetched or refreshed as needed), for calls the SDK lacks."""
-        return self.tokens.get(self._scope(None))[0]
+        return self.tokens.get(self._scope(None)[0])[0]
 
     # -- calls ------------------------------------------------------------------------------------
 
@@ -150,11 +163,11 @@ class GatewayClient:
             fixed.setdefault("Content-Type", "application/json")
         if idempotency_key is not None:
             fixed["Idempotency-Key"] = idempotency_key
-        token_scope = self._scope(scope)
+        token_scope, added = self._scope(scope)
         sent: Dict[str, str] = {}
 
         def prepare() -> Tuple[Dict[str, str], Optional[bytes]]:
-            token, scheme = self.tokens.get(token_scope)
+            token, scheme = self._token_for(token_scope, scope, added)
             sent["token"] = token
             out = dict(fixed)
             out["Authorization"] = f"{scheme} {token}"

@@ -21,8 +21,6 @@ __all__ = [
     "GatewayTimeoutError",
     "CircuitOpenError",
     "NetworkError",
-    "error_from_response",
-    "parse_retry_after",
 ]
 
 

@@ -76,6 +76,14 @@ class Tokens(GatewayCase):
         listed = {tool["name"]: [a["name"] for a in tool["actions"]] for tool in client.tools.list()}
         self.assertEqual(listed, {"serpapi": ["search"], "openai": ["chat"]})
 
+    def test_a_tool_no_policy_grants_does_not_spoil_the_grown_scope(self) -> None:
+        client = self.client()
+        with self.assertRaises(PolicyError) as caught:
+            client.openai.embeddings(input="x")
+        self.assertEqual((caught.exception.status, caught.exception.code), (400, "invalid_scope"))
+        client.serpapi.search(q=unique("after refusal"))
+        self.assertEqual(claims(client.token())["scope"], "serpapi:search")
+
     def test_asks_for_exactly_the_fixed_scope_and_intent_it_was_given(self) -> None:
         client = self.client(scope=["serpapi:search", "http_fetch:get"], intent="research")
         client.serpapi.search(q=unique("fixed"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -14,6 +15,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Wheel(unittest.TestCase):
+    def test_every_module_parses_as_python_3_9(self) -> None:
+        package = os.path.join(ROOT, "runrgateway")
+        modules = [name for name in os.listdir(package) if name.endswith(".py")]
+        self.assertGreaterEqual(len(modules), 8)
+        for name in modules:
+            with open(os.path.join(package, name), encoding="utf-8") as handle:
+                ast.parse(handle.read(), name, feature_version=(3, 9))
+
     def test_builds_offline_and_the_installed_wheel_imports(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             # Built from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
