@@ -4,70 +4,76 @@
  * gateway really answers it (auth, scope, policy, quota, approval, upstream failure and timeout).
  */
 import assert from 'node:assert/strict'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { runCliAsync } from '../../../test/support/process.ts'
 import {
   ApprovalRequired,
   AuthError,
+  CircuitOpenError,
   GatewayClient,
   type GatewayClientOptions,
   GatewayError,
+  NetworkError,
   PolicyError,
   QuotaError,
+  RateLimitError,
   TimeoutError,
   UpstreamError,
 } from '../src/index.ts'
-import { type SdkGateway, startSdkGateway } from './support.ts'
+import { refusal, type SdkGateway, startFront, startSdkGateway, testAdminKey } from './support.ts'
 
 const scope = 'serpapi:search openai:chat openai:embeddings gmail:send gmail:profile http_fetch:get'
 
-describe('GatewayClient against a running gateway', () => {
-  let gw: SdkGateway
+let gw: SdkGateway
 
-  before(async () => {
-    gw = await startSdkGateway({
-      tools: { serpapi: { timeoutMs: 400 } },
-      policies: [
-        {
-          name: 'sdk-agents',
-          agents: { all: true },
-          allow: [
-            { name: 'search', tool: 'serpapi', actions: ['search'] },
-            { name: 'llm', tool: 'openai', actions: ['chat', 'embeddings'] },
-            { name: 'mailbox', tool: 'gmail', actions: ['profile'], quota: { limit: 2, period: '1h' } },
-            { name: 'mail', tool: 'gmail', actions: ['send'], approval: 'required' },
-            { name: 'fetch', tool: 'http_fetch', actions: ['get'], domains: { allow: ['127.0.0.1'] } },
-          ],
-        },
-      ],
-    })
+before(async () => {
+  gw = await startSdkGateway({
+    tools: { serpapi: { timeoutMs: 400 } },
+    policies: [
+      {
+        name: 'sdk-agents',
+        agents: { all: true },
+        allow: [
+          { name: 'search', tool: 'serpapi', actions: ['search'] },
+          { name: 'llm', tool: 'openai', actions: ['chat', 'embeddings'] },
+          { name: 'mailbox', tool: 'gmail', actions: ['profile'], quota: { limit: 2, period: '1h' } },
+          { name: 'mail', tool: 'gmail', actions: ['send'], approval: 'required' },
+          { name: 'fetch', tool: 'http_fetch', actions: ['get'], domains: { allow: ['127.0.0.1'] } },
+        ],
+      },
+    ],
   })
-  after(() => gw.stop())
+})
+after(() => gw.stop())
 
-  /** A new agent with a gateway-made key, and a client for it. */
-  async function agentClient(name: string, options: Partial<GatewayClientOptions> = {}, requireDpop = false) {
-    const created = await gw.admin.agents.create({ name, requireDpop })
-    const client = new GatewayClient({
-      baseUrl: gw.publicUrl,
-      agentId: created.id,
-      privateKey: created.privateKeyJwk!,
-      scope,
-      ...options,
-    })
-    return { client, agent: created }
+/** A new agent with a gateway-made key, and a client for it. */
+async function agentClient(name: string, options: Partial<GatewayClientOptions> = {}, requireDpop = false) {
+  const created = await gw.admin.agents.create({ name, requireDpop })
+  const client = new GatewayClient({
+    baseUrl: gw.publicUrl,
+    agentId: created.id,
+    privateKey: created.privateKeyJwk!,
+    scope,
+    ...options,
+  })
+  return { client, agent: created }
+}
+
+/** Counts the requests a client makes to `path`, passing them on to the real fetch. */
+function counting(path: string) {
+  const counter = {
+    count: 0,
+    fetch: ((input: string | URL | Request, init?: RequestInit) => {
+      if (new URL(String(input)).pathname === path) counter.count++
+      return fetch(input, init)
+    }) as typeof fetch,
   }
+  return counter
+}
 
-  /** Counts the requests a client makes to `path`, passing them on to the real fetch. */
-  function counting(path: string) {
-    const counter = {
-      count: 0,
-      fetch: ((input: string | URL | Request, init?: RequestInit) => {
-        if (new URL(String(input)).pathname === path) counter.count++
-        return fetch(input, init)
-      }) as typeof fetch,
-    }
-    return counter
-  }
-
+describe('GatewayClient against a running gateway', () => {
   it('exchanges a signed assertion for a token and calls a tool with it', async () => {
     const { client } = await agentClient('search-bot')
     const { data, metadata } = await client.serpapi.search({ q: 'agent security', num: 3 })
@@ -304,6 +310,265 @@ describe('GatewayClient against a running gateway', () => {
     const err = await rejection(client.tools.call('serpapi', 'search', { q: '', num: 1000 }))
     assert.equal(err.code, 'bad_request')
     assert.ok(Array.isArray(err.details?.['problems']))
+  })
+})
+
+describe('retries through a server in front of the gateway', () => {
+  let front: Awaited<ReturnType<typeof startFront>>
+  before(async () => {
+    front = await startFront(gw.publicUrl)
+  })
+  after(() => front.close())
+
+  async function frontClient(name: string, options: Partial<GatewayClientOptions> = {}) {
+    return (await agentClient(name, { baseUrl: front.url, ...options })).client
+  }
+  const toolCalls = () => front.requests('/v1/tools/')
+
+  it('retries a tool call after 429 with Retry-After and 503, sending the same Idempotency-Key each time', async () => {
+    const client = await frontClient('retry-bot')
+    await client.accessToken()
+    const before = toolCalls().length
+    front.answer(
+      '/v1/tools/',
+      refusal(429, 'rate_limited', { 'retry-after': '1' }),
+      refusal(503, 'bulkhead_full'),
+    )
+    const started = Date.now()
+    const { metadata } = await client.serpapi.search({ q: 'persistent' })
+    assert.equal(metadata.upstreamStatus, 200)
+    assert.ok(Date.now() - started >= 1000, 'waited for Retry-After')
+    const keys = toolCalls()
+      .slice(before)
+      .map((r) => r.headers['idempotency-key'])
+    assert.equal(keys.length, 3)
+    assert.match(String(keys[0]), /^[0-9a-f-]{36}$/)
+    assert.deepEqual(new Set(keys).size, 1)
+  })
+
+  it('sends the caller’s idempotency key on every attempt', async () => {
+    const client = await frontClient('keyed-bot')
+    await client.accessToken()
+    const before = toolCalls().length
+    front.answer('/v1/tools/', refusal(503, 'circuit_open'))
+    await client.serpapi.search({ q: 'keyed' }, { idempotencyKey: 'order-7' })
+    assert.deepEqual(
+      toolCalls()
+        .slice(before)
+        .map((r) => r.headers['idempotency-key']),
+      ['order-7', 'order-7'],
+    )
+  })
+
+  it('stops at the attempt cap with the last error typed', async () => {
+    const client = await frontClient('capped-bot', { retry: { retries: 2, baseDelayMs: 5 } })
+    await client.accessToken()
+    const before = toolCalls().length
+    front.answer('/v1/tools/', ...Array.from({ length: 3 }, () => refusal(503, 'circuit_open')))
+    const err = await rejection(client.serpapi.search({ q: 'down' }))
+    assert.ok(err instanceof CircuitOpenError)
+    assert.equal(err.status, 503)
+    assert.equal(toolCalls().length - before, 3)
+  })
+
+  it('throws at once when Retry-After is longer than it may wait', async () => {
+    const client = await frontClient('impatient-bot')
+    await client.accessToken()
+    const before = toolCalls().length
+    front.answer('/v1/tools/', refusal(429, 'rate_limited', { 'retry-after': '120' }))
+    const err = await rejection(client.serpapi.search({ q: 'later' }))
+    assert.ok(err instanceof RateLimitError)
+    assert.equal(err.retryAfter, 120)
+    assert.equal(toolCalls().length - before, 1)
+  })
+
+  it('makes one attempt only with retry: false', async () => {
+    const client = await frontClient('single-bot')
+    await client.accessToken()
+    const before = toolCalls().length
+    front.answer('/v1/tools/', refusal(503, 'bulkhead_full'))
+    const err = await rejection(client.serpapi.search({ q: 'once' }, { retry: false }))
+    assert.equal(err.code, 'bulkhead_full')
+    assert.equal(toolCalls().length - before, 1)
+  })
+
+  it('signs a fresh DPoP proof for each attempt, valid for the issuer whatever URL reaches the gateway', async () => {
+    const client = await frontClient('proving-bot', { dpop: true })
+    await client.accessToken()
+    const before = toolCalls().length
+    front.answer('/v1/tools/', refusal(503, 'not_ready'))
+    await client.serpapi.search({ q: 'proof' })
+    const proofs = toolCalls()
+      .slice(before)
+      .map((r) => r.headers['dpop'])
+    assert.equal(proofs.length, 2)
+    assert.notEqual(proofs[0], proofs[1])
+  })
+
+  it('retries the token exchange after a reset connection, with a new assertion', async () => {
+    const client = await frontClient('reset-bot')
+    const before = front.requests('/v1/token').length
+    front.answer('/v1/token', (res) => res.socket!.destroy())
+    await client.serpapi.search({ q: 'after reset' })
+    assert.equal(front.requests('/v1/token').length - before, 2)
+  })
+
+  it('cancels the backoff when the caller aborts', async () => {
+    const client = await frontClient('abort-bot')
+    await client.accessToken()
+    front.answer('/v1/tools/', refusal(429, 'rate_limited', { 'retry-after': '5' }))
+    const started = Date.now()
+    await assert.rejects(client.serpapi.search({ q: 'abort' }, { signal: AbortSignal.timeout(150) }), {
+      name: 'TimeoutError',
+    })
+    assert.ok(Date.now() - started < 2000)
+  })
+
+  it('reports an HTML error page from a proxy as UpstreamError invalid_response', async () => {
+    const client = await frontClient('proxied-bot')
+    await client.accessToken()
+    front.answer('/v1/tools/', (res) =>
+      res.writeHead(502, { 'content-type': 'text/html' }).end('<html><h1>502 Bad Gateway</h1></html>'),
+    )
+    const err = await rejection(client.serpapi.search({ q: 'html' }))
+    assert.ok(err instanceof UpstreamError)
+    assert.equal(err.code, 'invalid_response')
+    assert.equal(err.status, 502)
+  })
+
+  it('reports a 200 that is not JSON as GatewayError invalid_response', async () => {
+    const client = await frontClient('portal-bot')
+    await client.accessToken()
+    front.answer('/v1/tools/', (res) =>
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<html>login</html>'),
+    )
+    const err = await rejection(client.serpapi.search({ q: 'portal' }))
+    assert.equal(err.code, 'invalid_response')
+    assert.equal(err.status, 200)
+  })
+
+  it('refuses a base URL whose discovery is not a gateway’s', async () => {
+    const client = await frontClient('misdirected-bot')
+    front.answer('/.well-known/', (res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}'),
+    )
+    const err = await rejection(client.serpapi.search({ q: 'where' }))
+    assert.equal(err.code, 'invalid_response')
+  })
+
+  it('throws TimeoutError timeout when nothing answers within timeoutMs', async () => {
+    const client = await frontClient('stuck-bot')
+    await client.accessToken()
+    front.answer('/v1/tools/', () => {})
+    const err = await rejection(client.serpapi.search({ q: 'stuck' }, { timeoutMs: 300 }))
+    assert.ok(err instanceof TimeoutError)
+    assert.equal(err.code, 'timeout')
+  })
+
+  it('throws NetworkError when nothing listens at the base URL', async () => {
+    const created = await gw.admin.agents.create({ name: 'lonely-bot' })
+    const client = new GatewayClient({
+      baseUrl: 'http://127.0.0.1:9',
+      agentId: created.id,
+      privateKey: created.privateKeyJwk!,
+      retry: { retries: 1, baseDelayMs: 5 },
+    })
+    const err = await rejection(client.serpapi.search({ q: 'anyone' }))
+    assert.ok(err instanceof NetworkError)
+    assert.equal(err.code, 'network_error')
+    assert.equal(err.status, 0)
+  })
+
+  it('refuses options that cannot work at construction', () => {
+    const privateKey = { kty: 'OKP', crv: 'Ed25519', d: 'x', x: 'y' }
+    assert.throws(() => new GatewayClient({ baseUrl: 'not a url', privateKey }), TypeError)
+    assert.throws(() => new GatewayClient({ baseUrl: 'ftp://127.0.0.1', privateKey }), TypeError)
+    assert.throws(() => new GatewayClient({ baseUrl: gw.publicUrl }), TypeError)
+    assert.throws(
+      () => new GatewayClient({ baseUrl: gw.publicUrl, privateKey, keyFile: 'k.json' }),
+      TypeError,
+    )
+    assert.throws(() => new GatewayClient({ baseUrl: gw.publicUrl, privateKey, ttl: 0.5 }), TypeError)
+    assert.throws(
+      () => new GatewayClient({ baseUrl: gw.publicUrl, privateKey, retry: { retries: -1 } }),
+      TypeError,
+    )
+  })
+})
+
+describe('private keys in the forms the gateway hands out', () => {
+  it('uses the key file that 4runr agent create writes, agent id and issuer included', async () => {
+    const file = join(gw.dir, 'cli-bot.key.json')
+    const created = await runCliAsync(
+      ['agent', 'create', '--name', 'cli-bot', '--out', file, '--url', gw.publicUrl, '--admin', gw.adminUrl],
+      { RUNR_ADMIN_KEY: testAdminKey },
+    )
+    assert.equal(created.status, 0, created.stderr)
+    const client = new GatewayClient({ baseUrl: gw.publicUrl, keyFile: file, scope: 'serpapi:search' })
+    assert.equal((await client.serpapi.search({ q: 'from a key file' })).metadata.upstreamStatus, 200)
+  })
+
+  it('uses the PKCS#8 PEM and the whole answer of the original /api/create-agent', async () => {
+    const res = await fetch(`${gw.adminUrl}/api/create-agent`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${testAdminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'legacy-bot' }),
+    })
+    const legacy = (await res.json()) as { agent_id: string; private_key: string }
+    assert.match(legacy.private_key, /BEGIN PRIVATE KEY/)
+    const pem = new GatewayClient({
+      baseUrl: gw.publicUrl,
+      agentId: legacy.agent_id,
+      privateKey: legacy.private_key,
+      scope,
+    })
+    await pem.serpapi.search({ q: 'pem' })
+    const whole = new GatewayClient({ baseUrl: gw.publicUrl, privateKey: JSON.stringify(legacy), scope })
+    await whole.serpapi.search({ q: 'compat' })
+  })
+
+  it('refuses a malformed key with AuthError invalid_key and never repeats the key', async () => {
+    const secret = 'c2VjcmV0LWtleS1tYXRlcmlhbC10aGF0LW11c3Qtbm90LWxlYWs'
+    const attempts = [
+      { kty: 'OKP', crv: 'Ed25519', d: secret, x: 'short' },
+      { kty: 'RSA', n: secret, e: 'AQAB', d: secret },
+      `-----BEGIN PRIVATE KEY-----\n${secret}\n-----END PRIVATE KEY-----`,
+      `-----BEGIN RSA PRIVATE KEY-----\n${secret}\n-----END RSA PRIVATE KEY-----`,
+      'not a key at all',
+    ]
+    for (const privateKey of attempts) {
+      const client = new GatewayClient({ baseUrl: gw.publicUrl, agentId: 'a', privateKey })
+      const err = await rejection(client.serpapi.search({ q: 'x' }))
+      assert.ok(err instanceof AuthError, String(err))
+      assert.equal(err.code, 'invalid_key')
+      assert.ok(!err.message.includes(secret), err.message)
+    }
+  })
+
+  it('refuses a key file it cannot read', async () => {
+    const client = new GatewayClient({ baseUrl: gw.publicUrl, keyFile: join(gw.dir, 'missing.key.json') })
+    const err = await rejection(client.serpapi.search({ q: 'x' }))
+    assert.equal(err.code, 'invalid_key')
+    assert.match(err.message, /ENOENT/)
+  })
+
+  it('never signs an assertion for a gateway with another issuer than the key file names', async () => {
+    const created = await gw.admin.agents.create({ name: 'pinned-bot' })
+    const file = join(gw.dir, 'pinned.key.json')
+    const keyFile = {
+      agentId: created.id,
+      kid: created.kid,
+      privateKeyJwk: created.privateKeyJwk,
+      gatewayUrl: gw.publicUrl,
+      issuer: 'https://gateway.example.com',
+    }
+    await writeFile(file, JSON.stringify(keyFile))
+    const tokens = counting('/v1/token')
+    const client = new GatewayClient({ baseUrl: gw.publicUrl, keyFile: file, fetch: tokens.fetch })
+    const err = await rejection(client.serpapi.search({ q: 'x' }))
+    assert.ok(err instanceof AuthError)
+    assert.equal(err.code, 'issuer_mismatch')
+    assert.equal(tokens.count, 0)
   })
 })
 

@@ -83,6 +83,16 @@ export async function startSdkGateway(config: Record<string, unknown> = {}): Pro
   }
 }
 
+// Not forwarded: they describe one connection or one encoding of the body, not the message.
+const hopHeaders = new Set([
+  'host',
+  'connection',
+  'keep-alive',
+  'content-length',
+  'transfer-encoding',
+  'content-encoding',
+])
+
 /** What the front server saw of one request. */
 export interface FrontRequest {
   method: string
@@ -91,43 +101,48 @@ export interface FrontRequest {
 }
 
 /**
- * A local HTTP server in front of `target`: each request is answered by the next scripted reply
- * while there are any, then forwarded to the target. Every request is recorded.
+ * A local HTTP server in front of `target`: a request is answered by the next reply scripted for
+ * its path while there is one, else forwarded to the target. Every request is recorded.
  */
 export async function startFront(target: string) {
   const seen: FrontRequest[] = []
-  const script: Array<(res: ServerResponse) => void> = []
+  const script: Array<{ prefix: string; reply: (res: ServerResponse) => void }> = []
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
     seen.push({ method: req.method!, path: req.url!, headers: req.headers })
-    const next = script.shift()
-    if (next !== undefined) {
-      next(res)
+    const next = script.findIndex((entry) => req.url!.startsWith(entry.prefix))
+    if (next >= 0) {
+      script.splice(next, 1)[0]!.reply(res)
       return
     }
     const headers = new Headers()
     for (const [name, value] of Object.entries(req.headers)) {
-      if (typeof value === 'string' && name !== 'host' && name !== 'connection') headers.set(name, value)
+      if (typeof value === 'string' && !hopHeaders.has(name)) headers.set(name, value)
     }
-    const body = chunks.length === 0 ? undefined : Buffer.concat(chunks)
-    const answer = await fetch(target + req.url, { method: req.method!, headers, body })
-    const out: Record<string, string> = {}
-    answer.headers.forEach((value, name) => {
-      if (name !== 'content-encoding' && name !== 'transfer-encoding' && name !== 'connection')
-        out[name] = value
-    })
-    res.writeHead(answer.status, out).end(Buffer.from(await answer.arrayBuffer()))
+    try {
+      const body = chunks.length === 0 ? undefined : Buffer.concat(chunks)
+      const answer = await fetch(target + req.url, { method: req.method!, headers, body })
+      const out: Record<string, string> = {}
+      answer.headers.forEach((value, name) => {
+        if (!hopHeaders.has(name)) out[name] = value
+      })
+      res.writeHead(answer.status, out).end(Buffer.from(await answer.arrayBuffer()))
+    } catch (err) {
+      res.writeHead(599, { 'content-type': 'text/plain' }).end(`front: ${(err as Error).message}`)
+    }
   })
   await new Promise<void>((ready) => server.listen(0, '127.0.0.1', ready))
   const { port } = server.address() as AddressInfo
   return {
     url: `http://127.0.0.1:${port}`,
     seen,
-    /** Queue replies for the next requests, in order. */
-    answer(...replies: Array<(res: ServerResponse) => void>) {
-      script.push(...replies)
+    /** Queue replies for the next requests whose path starts with `prefix`, in order. */
+    answer(prefix: string, ...replies: Array<(res: ServerResponse) => void>) {
+      for (const reply of replies) script.push({ prefix, reply })
     },
+    /** The recorded requests whose path starts with `prefix`. */
+    requests: (prefix: string) => seen.filter((r) => r.path.startsWith(prefix)),
     close: () =>
       new Promise<void>((done) => {
         server.closeAllConnections()
