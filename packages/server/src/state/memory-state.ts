@@ -1,5 +1,7 @@
+import { LRUCache } from 'lru-cache'
 import { checkCount, checkDuration } from './arguments.ts'
 import { createExpiringTable } from './expiring-table.ts'
+import { createRateTable } from './rate-table.ts'
 import { SharedStateError, type StateErrorReporter } from './state-error.ts'
 import type { SharedState, Unsubscribe } from './types.ts'
 
@@ -15,6 +17,16 @@ export interface MemoryStateOptions {
    * a quota or loop guard start over.
    */
   maxCounters?: number
+  /**
+   * Most rate-limit subjects (an agent, an IP… under one limit) kept at once (default 1,000,000).
+   * Past it a new subject is refused (state_full; the limit's failOpen decides), never made room
+   * for by forgetting a live one, which would hand it a fresh burst.
+   */
+  maxRateSubjects?: number
+  /** Most response-cache entries (default 10,000); the least recently used goes first. */
+  maxCacheEntries?: number
+  /** Most response-cache bytes, keys included (default 64 MiB); the least recently used goes first. */
+  maxCacheBytes?: number
   /** Milliseconds since the epoch; tests pass a fake clock. */
   now?: () => number
   /** Receives what a subscriber throws (default: ignored). */
@@ -22,6 +34,13 @@ export interface MemoryStateOptions {
 }
 
 const defaultMaxEntries = 1_000_000
+const defaultMaxCacheEntries = 10_000
+const defaultMaxCacheBytes = 64 * 1024 * 1024
+
+interface CacheEntry {
+  value: Buffer
+  expiresAt: number
+}
 const sweepEveryMs = 10_000
 
 /**
@@ -34,6 +53,14 @@ export function createMemoryState(options: MemoryStateOptions = {}): SharedState
   const claims = createExpiringTable(options.maxClaims ?? defaultMaxEntries, 'claims')
   // Increments under `c:`, quotas under `q:`: one bound for both, two namespaces as in Redis.
   const counters = createExpiringTable(options.maxCounters ?? defaultMaxEntries, 'counters')
+  const rates = createRateTable(options.maxRateSubjects ?? defaultMaxEntries)
+  // A cache may forget whatever it likes (unlike claims and counters): LRU eviction is its bound.
+  // Expiry is checked on read against `now`, so a fake clock drives it in tests.
+  const cache = new LRUCache<string, CacheEntry>({
+    max: options.maxCacheEntries ?? defaultMaxCacheEntries,
+    maxSize: options.maxCacheBytes ?? defaultMaxCacheBytes,
+    sizeCalculation: (entry, key) => entry.value.length + key.length + 64,
+  })
   const channels = new Map<string, Set<(message: string) => void>>()
   let closed = false
 
@@ -41,6 +68,7 @@ export function createMemoryState(options: MemoryStateOptions = {}): SharedState
     const at = now()
     claims.sweep(at)
     counters.sweep(at)
+    rates.sweep(at)
   }, sweepEveryMs)
   // Sweeping is housekeeping; it must not keep a process alive that is otherwise done.
   sweeper.unref()
@@ -106,6 +134,26 @@ export function createMemoryState(options: MemoryStateOptions = {}): SharedState
       return counters.live(`q:${key}`, now())?.value ?? 0
     },
 
+    rateLimit(bucket, subject, rate) {
+      refuseWhenClosed()
+      return rates.check(bucket, subject, rate, now())
+    },
+
+    async cacheGet(key) {
+      refuseWhenClosed()
+      const entry = cache.get(key)
+      if (entry === undefined) return undefined
+      if (entry.expiresAt > now()) return entry.value
+      cache.delete(key)
+      return undefined
+    },
+
+    async cacheSet(key, value, ttlMs) {
+      refuseWhenClosed()
+      checkDuration(ttlMs, 'ttlMs')
+      cache.set(key, { value, expiresAt: now() + ttlMs })
+    },
+
     async publish(channel, message) {
       refuseWhenClosed()
       const subscribers = channels.get(channel)
@@ -154,6 +202,8 @@ export function createMemoryState(options: MemoryStateOptions = {}): SharedState
       clearInterval(sweeper)
       claims.clear()
       counters.clear()
+      rates.clear()
+      cache.clear()
       channels.clear()
     },
   }

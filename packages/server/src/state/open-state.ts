@@ -9,10 +9,25 @@ import type { SharedState } from './types.ts'
  */
 export async function openSharedState(
   redis: { url: string; prefix?: string } | undefined,
-  options: { onError?: StateErrorReporter; waitForConnection?: boolean } = {},
+  options: {
+    onError?: StateErrorReporter
+    waitForConnection?: boolean
+    /** The memory response cache's bounds (config `cache`); Redis is bounded by its maxmemory. */
+    cache?: { maxEntries?: number; maxBytes?: number }
+  } = {},
 ): Promise<SharedState> {
-  if (redis === undefined) return createMemoryState({ onError: options.onError })
+  if (redis === undefined) {
+    return createMemoryState({
+      onError: options.onError,
+      maxCacheEntries: options.cache?.maxEntries,
+      maxCacheBytes: options.cache?.maxBytes,
+    })
+  }
   // Loaded only for a cluster: ioredis costs ~2 MB of heap, and every full GC walks it.
   const { createRedisState } = await import('./redis-state.ts')
-  return createRedisState({ ...redis, ...options })
+  return createRedisState({
+    ...redis,
+    onError: options.onError,
+    waitForConnection: options.waitForConnection,
+  })
 }

@@ -1,7 +1,8 @@
 import { Redis, type RedisOptions } from 'ioredis'
 import { checkCount, checkDuration } from './arguments.ts'
+import { rateSlackMs } from './rate-table.ts'
 import { SharedStateError, type StateErrorReporter } from './state-error.ts'
-import type { SharedState, Unsubscribe } from './types.ts'
+import type { RateDecision, SharedState, Unsubscribe } from './types.ts'
 
 export interface RedisStateOptions {
   /** `redis://` or `rediss://`, optionally with credentials and a database number. */
@@ -44,6 +45,25 @@ return {1, redis.call('INCRBY', KEYS[1], ARGV[2])}`,
 if tonumber(ARGV[1]) == 0 then return tonumber(redis.call('GET', KEYS[1]) or '0') end
 redis.call('SET', KEYS[1], 0, 'PX', ARGV[2], 'NX')
 return redis.call('INCRBY', KEYS[1], ARGV[1])`,
+  /**
+   * KEYS[1] the subject's TAT; ARGV emission ms, window ms. GCRA as rate-table.ts computes it, on
+   * Redis's clock so that instances with skewed clocks agree. {1 admitted | 0 refused, remaining,
+   * reset ms, retry-after ms}, times rounded up (Redis truncates a Lua number to an integer).
+   * The TAT is kept to the microsecond: tostring would round it to 14 digits, a tenth of a ms.
+   */
+  runrRateLimit: `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local emission = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local used = tat + emission - now
+if used > window + ${rateSlackMs} then
+  return {0, 0, math.ceil(tat - now), math.ceil(used - window)}
+end
+redis.call('SET', KEYS[1], string.format('%.3f', tat + emission), 'PX', math.ceil(used))
+return {1, math.floor((window - used) / emission + ${rateSlackMs}), math.ceil(used), 0}`,
 } as const
 
 /** The scripts as ioredis defines them: EVALSHA, falling back to EVAL once after a NOSCRIPT. */
@@ -51,6 +71,7 @@ interface ScriptCommands {
   runrIncrement(key: string, windowMs: number): Promise<number>
   runrConsumeQuota(key: string, limit: number, cost: number, ttlMs: number): Promise<[number, number]>
   runrAddQuota(key: string, amount: number, ttlMs: number): Promise<number>
+  runrRateLimit(key: string, emissionMs: number, windowMs: number): Promise<[number, number, number, number]>
 }
 
 /**
@@ -221,6 +242,39 @@ export async function createRedisState(options: RedisStateOptions): Promise<Shar
       refuseWhenClosed()
       try {
         return Number((await commands.get(`${prefix}quota:${key}`)) ?? 0)
+      } catch (error) {
+        throw failure(error)
+      }
+    },
+
+    async rateLimit(bucket, subject, rate): Promise<RateDecision> {
+      refuseWhenClosed()
+      try {
+        const [allowed, remaining, resetMs, retryAfterMs] = await run.runrRateLimit(
+          `${prefix}rate:${bucket}:${subject}`,
+          rate.emissionMs,
+          rate.windowMs,
+        )
+        return { allowed: allowed === 1, remaining, resetMs, retryAfterMs }
+      } catch (error) {
+        throw failure(error)
+      }
+    },
+
+    async cacheGet(key) {
+      refuseWhenClosed()
+      try {
+        return (await commands.getBuffer(`${prefix}cache:${key}`)) ?? undefined
+      } catch (error) {
+        throw failure(error)
+      }
+    },
+
+    async cacheSet(key, value, ttlMs) {
+      refuseWhenClosed()
+      checkDuration(ttlMs, 'ttlMs')
+      try {
+        await commands.set(`${prefix}cache:${key}`, value, 'PX', Math.ceil(ttlMs))
       } catch (error) {
         throw failure(error)
       }

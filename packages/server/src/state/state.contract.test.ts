@@ -1,16 +1,16 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { connect, createServer, type Socket } from 'node:net'
 import { after, before, describe, it, type TestContext } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
 import { Redis } from 'ioredis'
+import { startRedisProxy } from '../../../../test/support/redis-proxy.ts'
 import { requireService, serviceUrls } from '../../../../test/support/services.ts'
 import { closedPort } from '../../../../test/support/upstream.ts'
 import { createMemoryState } from './memory-state.ts'
 import { openSharedState } from './open-state.ts'
 import { createRedisState } from './redis-state.ts'
 import { SharedStateError, type StateErrorReporter } from './state-error.ts'
-import type { SharedState } from './types.ts'
+import type { RateDecision, RateSpec, SharedState } from './types.ts'
 
 const redisUrl = serviceUrls.redis
 // Each run has its own prefixes, so parallel runs and other users of this Redis never meet.
@@ -75,6 +75,23 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
 
 function hasCode(code: SharedStateError['code']): (error: unknown) => boolean {
   return (error) => error instanceof SharedStateError && error.code === code
+}
+
+/** A rate check as a promise whatever the implementation answers (a value or a promise). */
+async function rate(
+  state: SharedState,
+  bucket: string,
+  subject: string,
+  spec: RateSpec,
+): Promise<RateDecision> {
+  return state.rateLimit(bucket, subject, spec)
+}
+
+/** `count` rate checks one after the other; their decisions. */
+async function checks(state: SharedState, bucket: string, spec: RateSpec, count: number) {
+  const out: RateDecision[] = []
+  for (let i = 0; i < count; i++) out.push(await rate(state, bucket, 'subject', spec))
+  return out
 }
 
 for (const impl of implementations) {
@@ -373,11 +390,190 @@ for (const impl of implementations) {
       await assert.rejects(state.getQuota(unique('q')), hasCode('state_closed'))
       await assert.rejects(state.publish(unique('c'), 'm'), hasCode('state_closed'))
       assert.throws(() => state.subscribe(unique('c'), () => {}), hasCode('state_closed'))
+      await assert.rejects(
+        rate(state, unique('b'), 's', { emissionMs: 100, windowMs: 100 }),
+        hasCode('state_closed'),
+      )
+      await assert.rejects(state.cacheGet(unique('k')), hasCode('state_closed'))
+      await assert.rejects(state.cacheSet(unique('k'), Buffer.from('x'), 1000), hasCode('state_closed'))
+    })
+
+    it('admits a burst of exactly its size, counting down what remains, then refuses until the next slot', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      // 5 at once, then one every 10 s: the test's own latency cannot free a slot.
+      const spec = { emissionMs: 10_000, windowMs: 50_000 }
+      const decisions = await checks(state, unique('burst'), spec, 7)
+      assert.deepEqual(
+        decisions.map((d) => [d.allowed, d.remaining]),
+        [
+          [true, 4],
+          [true, 3],
+          [true, 2],
+          [true, 1],
+          [true, 0],
+          [false, 0],
+          [false, 0],
+        ],
+      )
+      const first = decisions[0]!
+      assert.ok(first.resetMs > 9_000 && first.resetMs <= 10_000, `reset ${first.resetMs}`)
+      const refused = decisions[5]!
+      assert.ok(
+        refused.retryAfterMs > 9_000 && refused.retryAfterMs <= 10_000,
+        `retry ${refused.retryAfterMs}`,
+      )
+      assert.ok(refused.resetMs > 49_000 && refused.resetMs <= 50_000, `reset ${refused.resetMs}`)
+      assert.equal(first.retryAfterMs, 0)
+    })
+
+    it('admits the steady rate: one more request each emission interval once the burst is spent', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const spec = { emissionMs: 60, windowMs: 60 }
+      const bucket = unique('steady')
+      assert.equal((await rate(state, bucket, 's', spec)).allowed, true)
+      const refused = await rate(state, bucket, 's', spec)
+      assert.equal(refused.allowed, false)
+      await delay(refused.retryAfterMs + 15)
+      assert.equal((await rate(state, bucket, 's', spec)).allowed, true)
+      assert.equal((await rate(state, bucket, 's', spec)).allowed, false)
+    })
+
+    it('is back to a full burst once the reset time has passed', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const spec = { emissionMs: 30, windowMs: 90 }
+      const bucket = unique('reset')
+      const spent = await checks(state, bucket, spec, 4)
+      assert.deepEqual(
+        spent.map((d) => d.allowed),
+        [true, true, true, false],
+      )
+      await delay(spent[2]!.resetMs + 15)
+      const again = await checks(state, bucket, spec, 4)
+      assert.deepEqual(
+        again.map((d) => [d.allowed, d.remaining]),
+        [
+          [true, 2],
+          [true, 1],
+          [true, 0],
+          [false, 0],
+        ],
+      )
+    })
+
+    it('fits a burst whose emission interval is not a whole number of milliseconds', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      // 3 per 1000 s: 333,333.33… ms apart; three of them must still fit the window.
+      const spec = { emissionMs: 1_000_000 / 3, windowMs: 1_000_000 }
+      const decisions = await checks(state, unique('thirds'), spec, 4)
+      assert.deepEqual(
+        decisions.map((d) => d.allowed),
+        [true, true, true, false],
+      )
+    })
+
+    it('keeps limits and subjects apart', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const spec = { emissionMs: 10_000, windowMs: 10_000 }
+      const [a, b] = [unique('a'), unique('b')]
+      assert.equal((await rate(state, a, 'x', spec)).allowed, true)
+      assert.equal((await rate(state, a, 'x', spec)).allowed, false)
+      assert.equal((await rate(state, a, 'y', spec)).allowed, true)
+      assert.equal((await rate(state, b, 'x', spec)).allowed, true)
+      assert.equal((await rate(state, a, '', spec)).allowed, true)
+    })
+
+    it('admits exactly the burst among many concurrent checks', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const bucket = unique('concurrent')
+      const spec = { emissionMs: 10_000, windowMs: 100_000 }
+      const decisions = await Promise.all(Array.from({ length: 50 }, () => rate(state, bucket, 's', spec)))
+      assert.equal(decisions.filter((d) => d.allowed).length, 10)
+    })
+
+    it('caches bytes for their ttl, binary intact, and forgets them after', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const key = unique('entry')
+      const bytes = Buffer.from([0, 1, 2, 255, 10, 13, 0xe2, 0x82])
+      assert.equal(await state.cacheGet(key), undefined)
+      await state.cacheSet(key, bytes, 80)
+      assert.deepEqual(await state.cacheGet(key), bytes)
+      await state.cacheSet(key, Buffer.from('newer'), 80)
+      assert.equal((await state.cacheGet(key))?.toString(), 'newer')
+      await delay(150)
+      assert.equal(await state.cacheGet(key), undefined)
+      await assert.rejects(state.cacheSet(key, bytes, 0), RangeError)
     })
   })
 }
 
 describe('SharedState in memory', () => {
+  it('answers a rate check synchronously: no promise on the request path', () => {
+    const state = createMemoryState()
+    const decision = state.rateLimit('b', 's', { emissionMs: 1000, windowMs: 1000 })
+    assert.ok(!(decision instanceof Promise))
+    assert.equal((decision as RateDecision).allowed, true)
+    void state.close()
+  })
+
+  it('follows GCRA on a fake clock: burst, steady rate, and reset', () => {
+    let now = 5_000_000
+    const state = createMemoryState({ now: () => now })
+    const spec = { emissionMs: 100, windowMs: 300 }
+    const check = () => state.rateLimit('b', 's', spec) as RateDecision
+    assert.deepEqual(check(), { allowed: true, remaining: 2, resetMs: 100, retryAfterMs: 0 })
+    assert.deepEqual(check(), { allowed: true, remaining: 1, resetMs: 200, retryAfterMs: 0 })
+    assert.deepEqual(check(), { allowed: true, remaining: 0, resetMs: 300, retryAfterMs: 0 })
+    assert.deepEqual(check(), { allowed: false, remaining: 0, resetMs: 300, retryAfterMs: 100 })
+    now += 40
+    assert.deepEqual(check(), { allowed: false, remaining: 0, resetMs: 260, retryAfterMs: 60 })
+    now += 60
+    assert.deepEqual(check(), { allowed: true, remaining: 0, resetMs: 300, retryAfterMs: 0 })
+    now += 300
+    assert.deepEqual(check(), { allowed: true, remaining: 2, resetMs: 100, retryAfterMs: 0 })
+    void state.close()
+  })
+
+  it('refuses a new rate-limit subject when full rather than forgetting a live one, and makes room as they reset', () => {
+    let now = 1_000_000
+    const state = createMemoryState({ maxRateSubjects: 2, now: () => now })
+    const spec = { emissionMs: 1000, windowMs: 1000 }
+    state.rateLimit('b', 'one', spec)
+    state.rateLimit('b', 'two', spec)
+    assert.throws(() => state.rateLimit('b', 'three', spec), hasCode('state_full'))
+    assert.equal((state.rateLimit('b', 'one', spec) as RateDecision).allowed, false, 'live subjects are kept')
+    now += 2000
+    assert.equal((state.rateLimit('b', 'three', spec) as RateDecision).allowed, true)
+    void state.close()
+  })
+
+  it('evicts the least recently used cache entries past its entry and byte bounds', async () => {
+    const state = createMemoryState({ maxCacheEntries: 2 })
+    await state.cacheSet('a', Buffer.from('1'), 10_000)
+    await state.cacheSet('b', Buffer.from('2'), 10_000)
+    await state.cacheGet('a')
+    await state.cacheSet('c', Buffer.from('3'), 10_000)
+    assert.equal(await state.cacheGet('b'), undefined)
+    assert.equal((await state.cacheGet('a'))?.toString(), '1')
+    await state.close()
+
+    const small = createMemoryState({ maxCacheBytes: 1000 })
+    await small.cacheSet('x', Buffer.alloc(400), 10_000)
+    await small.cacheSet('y', Buffer.alloc(400), 10_000)
+    await small.cacheSet('z', Buffer.alloc(400), 10_000)
+    assert.equal(await small.cacheGet('x'), undefined, 'the oldest went to make room')
+    assert.equal((await small.cacheGet('z'))?.length, 400)
+    await small.cacheSet('huge', Buffer.alloc(5000), 10_000)
+    assert.equal(await small.cacheGet('huge'), undefined, 'an entry above the bound is not kept')
+    await small.close()
+  })
+
   it('refuses new claims when full rather than forgetting live ones, and makes room as they expire', async () => {
     let now = 1_000_000
     const state = createMemoryState({ maxClaims: 2, now: () => now })
@@ -460,60 +656,6 @@ describe('SharedState in memory', () => {
     }
   })
 })
-
-/** A TCP proxy in front of Redis that a test can stall, cut and restore. */
-interface RedisProxy {
-  readonly url: string
-  /** Keep connections open but drop every reply, as a hung Redis would. */
-  stall(): void
-  /** Drop every connection and refuse new ones, as a Redis that went away. */
-  cut(): Promise<void>
-  /** Accept connections again on the same port. */
-  restore(): Promise<void>
-}
-
-async function startRedisProxy(t: TestContext, target: string): Promise<RedisProxy> {
-  const parsed = new URL(target)
-  const host = parsed.hostname.replace(/^\[|\]$/g, '')
-  const port = Number(parsed.port || 6379)
-  const sockets = new Set<Socket>()
-  let stalled = false
-  const server = createServer((client) => {
-    const upstream = connect(port, host)
-    for (const socket of [client, upstream]) {
-      sockets.add(socket)
-      socket.on('error', () => {})
-      socket.on('close', () => {
-        sockets.delete(socket)
-        client.destroy()
-        upstream.destroy()
-      })
-    }
-    client.pipe(upstream)
-    upstream.on('data', (chunk: Buffer) => {
-      if (!stalled) client.write(chunk)
-    })
-  })
-  const listen = (at: number): Promise<void> => new Promise((done) => server.listen(at, '127.0.0.1', done))
-  await listen(0)
-  const proxyPort = (server.address() as { port: number }).port
-  const cut = async (): Promise<void> => {
-    const closed = new Promise((done) => server.close(done))
-    for (const socket of sockets) socket.destroy()
-    await closed
-  }
-  t.after(() => (server.listening ? cut() : undefined))
-  const url = new URL(target)
-  url.host = `127.0.0.1:${proxyPort}`
-  return {
-    url: url.toString(),
-    stall: () => {
-      stalled = true
-    },
-    cut,
-    restore: () => listen(proxyPort),
-  }
-}
 
 describe('SharedState in Redis', () => {
   let up = false
@@ -625,6 +767,35 @@ describe('SharedState in Redis', () => {
     assert.equal(Math.max(...counts), 20)
   })
 
+  it('shares rate limits between two instances: a burst across both admits exactly its size', async (t) => {
+    const a = await open(t)
+    const b = await open(t)
+    if (!a || !b) return
+    const bucket = unique('cluster')
+    const spec = { emissionMs: 10_000, windowMs: 80_000 }
+    const decisions = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => rate(i % 2 === 0 ? a : b, bucket, 'agent-1', spec)),
+    )
+    assert.equal(decisions.filter((d) => d.allowed).length, 8)
+  })
+
+  it('puts rate-limit and cache keys under the prefix, expiring when the limit resets or the entry ends', async (t) => {
+    const state = await open(t)
+    if (!state) return
+    const client = new Redis(redisUrl, { lazyConnect: true })
+    await client.connect()
+    t.after(() => client.quit())
+    const bucket = unique('rl')
+    await rate(state, bucket, 'agent-1', { emissionMs: 5000, windowMs: 20_000 })
+    await rate(state, bucket, 'agent-1', { emissionMs: 5000, windowMs: 20_000 })
+    const ttl = await client.pttl(`${runPrefix}rate:${bucket}:agent-1`)
+    assert.ok(ttl > 9000 && ttl <= 10_000, `pttl ${ttl}`)
+    const key = unique('entry')
+    await state.cacheSet(key, Buffer.from('v'), 30_000)
+    const cacheTtl = await client.pttl(`${runPrefix}cache:${key}`)
+    assert.ok(cacheTtl > 29_000 && cacheTtl <= 30_000, `pttl ${cacheTtl}`)
+  })
+
   it('keeps quota counters of instances with different prefixes apart', async (t) => {
     const a = await open(t)
     const other = await open(t, { prefix: otherPrefix })
@@ -671,6 +842,7 @@ describe('SharedState in Redis', () => {
     t.after(() => client.quit())
     // What a Redis restart or failover does to the script cache.
     await client.script('FLUSH')
+    assert.equal((await rate(state, key, 's', { emissionMs: 100, windowMs: 100 })).allowed, true)
     assert.deepEqual(await state.consumeQuota(key, { limit: 5, ttlMs: 10_000 }), { allowed: true, used: 2 })
     assert.equal(await state.increment(key, 10_000), 1)
     assert.equal(await state.addQuota(key, 1, 10_000), 3)
@@ -743,6 +915,12 @@ describe('SharedState in Redis', () => {
     )
     await assert.rejects(state.addQuota(unique('q'), 1, 1000), hasCode('state_unavailable'))
     await assert.rejects(state.getQuota(unique('q')), hasCode('state_unavailable'))
+    await assert.rejects(
+      rate(state, unique('b'), 's', { emissionMs: 100, windowMs: 100 }),
+      hasCode('state_unavailable'),
+    )
+    await assert.rejects(state.cacheGet(unique('k')), hasCode('state_unavailable'))
+    await assert.rejects(state.cacheSet(unique('k'), Buffer.from('x'), 1000), hasCode('state_unavailable'))
     assert.ok(Date.now() - started < 1000)
     assert.equal(await state.ping(), false)
     await eventually(() => reported.some((r) => r.source === 'connection'), 'a connection error was reported')
@@ -754,6 +932,7 @@ describe('SharedState in Redis', () => {
       allowed: true,
       used: 1,
     })
+    assert.equal((await rate(state, unique('b'), 's', { emissionMs: 100, windowMs: 100 })).allowed, true)
     // ioredis subscribes again after the reconnect, but ping does not wait for that: publish
     // (from another instance) until a message gets through.
     let n = 0

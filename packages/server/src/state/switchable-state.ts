@@ -31,6 +31,9 @@ export function createSwitchableState(initial: SharedState): SwitchableState {
     consumeQuota: (key, options) => current.consumeQuota(key, options),
     addQuota: (key, amount, ttlMs) => current.addQuota(key, amount, ttlMs),
     getQuota: (key) => current.getQuota(key),
+    rateLimit: (bucket, subject, rate) => current.rateLimit(bucket, subject, rate),
+    cacheGet: (key) => current.cacheGet(key),
+    cacheSet: (key, value, ttlMs) => current.cacheSet(key, value, ttlMs),
     publish: (channel, message) => current.publish(channel, message),
     ping: () => current.ping(),
     subscribe(channel, onMessage) {
