@@ -175,9 +175,10 @@ class GatewayClient:
                 out["DPoP"] = self.tokens.proof(method, path.split("?", 1)[0], token)
             return out, body
 
-        def on_error(error: GatewayError, attempt: int) -> bool:
+        def on_error(error: GatewayError, _attempt: int) -> bool:
             # An expired token (clock skew, a long pause): exchange once more and try again.
-            if error.code == "token_expired" and attempt == 1:
+            if error.code == "token_expired" and "refreshed" not in sent:
+                sent["refreshed"] = "yes"
                 self.tokens.invalidate(sent.get("token", ""))
                 return True
             return False

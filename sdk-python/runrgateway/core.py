@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any, Callable, Mapping, Optional, Tuple
 
-from .errors import GatewayError, GatewayTimeoutError, error_from_response
+from .errors import GatewayError, GatewayTimeoutError, NetworkError, error_from_response
 from .retry import RetryPolicy
 from .transport import Response, Transport
 
@@ -73,7 +73,7 @@ class Caller:
         """Send until an answer below 400 (202 included), or raise the last typed error.
 
         ``on_error(error, attempt)`` may fix what caused an error (refresh a token) and return True
-        to try again at once, outside the retry budget.
+        to try again at once, outside the retry budget; it must not do so forever.
         """
         budget = self.timeout if timeout is None else timeout
         if budget <= 0:
@@ -81,6 +81,7 @@ class Caller:
         deadline = self.clock() + budget
         retries = 0
         attempt = 0
+        resent = False
         while True:
             attempt += 1
             left = deadline - self.clock()
@@ -89,15 +90,19 @@ class Caller:
             # Outside the try: a token that cannot be had has been retried on its own already.
             headers, body = prepare()
             try:
-                response = self.transport.request(
-                    method, path, headers, body, timeout=left, retry_safe=retry_safe
-                )
+                response = self.transport.request(method, path, headers, body, timeout=left)
                 if response.status < 400:
                     return response
                 error = error_from_response(response.status, response.headers, response.body)
+            except NetworkError as err:
+                # A kept-alive connection the gateway had closed: once, at once, freshly prepared.
+                if err.details.get("phase") == "stale" and not resent and (retry_safe or err.details.get("unsent")):
+                    resent = True
+                    continue
+                error = err
             except GatewayError as err:
                 error = err
-            if on_error is not None and attempt <= 2 and on_error(error, attempt):
+            if on_error is not None and on_error(error, attempt):
                 continue
             delay = self.retry.delay_for(error, retries, retry_safe)
             if delay is None or self.clock() + delay >= deadline:

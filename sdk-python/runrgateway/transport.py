@@ -1,13 +1,17 @@
 """HTTP/1.1 on the standard library, one keep-alive connection per thread and origin.
 
-A connection the gateway closed while idle fails on the next send; such a request never reached
-the gateway, so it is sent again once on a fresh connection (what browsers and urllib3 do too).
+A kept-alive connection the gateway closed while idle is noticed before it is used (it reads as
+ready) and replaced. One closed in the instant before the request fails: that failure is a
+NetworkError with phase ``stale`` (``unsent`` when it broke while sending), which the call loop
+answers by preparing the request afresh (a DPoP proof or an assertion is single-use) and sending
+it on a new connection at once.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import ssl
 import threading
@@ -54,6 +58,18 @@ def parse_base_url(url: str) -> Tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, port, parts.path.rstrip("/")
 
 
+def _dropped(sock: socket.socket) -> bool:
+    """Whether the peer has closed an idle connection: it reads as ready (EOF) while nothing is due."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class Transport:
     """Sends requests to one origin; thread-safe (each thread has its own connection)."""
 
@@ -74,8 +90,10 @@ class Transport:
     def _connection(self, timeout: Optional[float]) -> Tuple[http.client.HTTPConnection, bool]:
         conn: Optional[http.client.HTTPConnection] = getattr(self._local, "conn", None)
         if conn is not None and conn.sock is not None:
-            conn.sock.settimeout(timeout)
-            return conn, True
+            if not _dropped(conn.sock):
+                conn.sock.settimeout(timeout)
+                return conn, True
+            self.close()
         if self.scheme == "https":
             conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self._ssl)
         else:
@@ -113,41 +131,35 @@ class Transport:
         headers: Mapping[str, str],
         body: Optional[bytes] = None,
         timeout: Optional[float] = None,
-        retry_safe: bool = True,
     ) -> Response:
-        """Send one request and read the whole answer; raises NetworkError or GatewayTimeoutError.
-
-        ``retry_safe``: the request may be sent twice; otherwise a reused connection that breaks
-        is resent only when it broke while sending (the gateway cannot have acted on it).
-        """
+        """Send one request and read the whole answer; raises NetworkError or GatewayTimeoutError."""
         target = self.prefix + path
         all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
-        for attempt in (0, 1):
-            conn, reused = self._connection(timeout)
-            try:
-                conn.request(method, target, body=body, headers=all_headers)
-                answer = conn.getresponse()
-                data = answer.read()
-            except socket.timeout as err:
-                self.close()
-                raise GatewayTimeoutError(
-                    "timeout", f"{method} {path}: no answer within {timeout:g}s", details={"phase": "exchange"}
-                ) from err
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as err:
-                self.close()
-                if reused and attempt == 0 and (retry_safe or isinstance(err, BrokenPipeError)):
-                    continue  # the idle connection was closed by the server before this request
-                raise NetworkError(
-                    "network_error",
-                    f"{method} {path}: the connection to {self.origin} was closed without an answer",
-                    details={"phase": "exchange"},
-                ) from err
-            except (OSError, http.client.HTTPException) as err:
-                self.close()
-                raise NetworkError(
-                    "network_error", f"{method} {path}: {type(err).__name__}: {err}", details={"phase": "exchange"}
-                ) from err
-            if answer.will_close:
-                self.close()
-            return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, data)
-        raise AssertionError("unreachable")
+        conn, reused = self._connection(timeout)
+        try:
+            conn.request(method, target, body=body, headers=all_headers)
+            answer = conn.getresponse()
+            data = answer.read()
+        except socket.timeout as err:
+            self.close()
+            raise GatewayTimeoutError(
+                "timeout", f"{method} {path}: no answer within {timeout:g}s", details={"phase": "exchange"}
+            ) from err
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as err:
+            self.close()
+            details: Dict[str, Any] = {"phase": "stale" if reused else "exchange"}
+            if isinstance(err, BrokenPipeError):
+                details["unsent"] = True  # broke while sending: the gateway cannot have acted on it
+            raise NetworkError(
+                "network_error",
+                f"{method} {path}: the connection to {self.origin} was closed without an answer",
+                details=details,
+            ) from err
+        except (OSError, http.client.HTTPException) as err:
+            self.close()
+            raise NetworkError(
+                "network_error", f"{method} {path}: {type(err).__name__}: {err}", details={"phase": "exchange"}
+            ) from err
+        if answer.will_close:
+            self.close()
+        return Response(answer.status, {k.lower(): v for k, v in answer.getheaders()}, data)

@@ -66,6 +66,7 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.script: Dict[str, List[Optional[Reply]]] = {}
         self.requests: List[Tuple[str, str, Dict[str, str], bytes]] = []
+        self.connections: List[socket.socket] = []
         #: Seconds to wait before answering, per path.
         self.delays: Dict[str, float] = {}
         self._lock = threading.Lock()
@@ -76,6 +77,11 @@ class ScriptedServer:
 
             def log_message(self, *_args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with owner._lock:
+                    owner.connections.append(self.connection)
 
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
@@ -110,7 +116,7 @@ class ScriptedServer:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
         # By default it plays a gateway that issues tokens.
         self.on("/.well-known/oauth-authorization-server", json_reply(200, {"issuer": self.url}))
@@ -123,6 +129,16 @@ class ScriptedServer:
     def seen(self, path: str) -> List[Tuple[str, str, Dict[str, str], bytes]]:
         with self._lock:
             return [r for r in self.requests if r[1].split("?", 1)[0] == path]
+
+    def drop_idle_connections(self) -> None:
+        """Close every connection from the server side, as a keep-alive timeout does."""
+        with self._lock:
+            connections, self.connections = self.connections, []
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self) -> None:
         self.server.shutdown()

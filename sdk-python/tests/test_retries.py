@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import socket
 import time
 import unittest
+from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from support import ScriptedServer, error_reply, fast_retry, free_port, json_reply
@@ -20,7 +24,16 @@ from runrgateway import (
     UpstreamError,
 )
 
+from runrgateway.keys import sha256_b64url
+from runrgateway.transport import _dropped
+
 TOOL = "/v1/tools/serpapi/search"
+
+
+def decode(part: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
 ANSWER = json_reply(200, {"data": {"ok": True}, "metadata": {"tool": "serpapi", "action": "search"}})
 
 
@@ -112,6 +125,76 @@ class Retries(unittest.TestCase):
         self.assertEqual(methods, ["POST", "GET"])
         self.assertEqual(self.server.seen("/v1/agents")[1][2]["authorization"], "Bearer admin-key")
         self.assertNotIn("admin-key", repr(admin))
+
+
+class FreshProofs(unittest.TestCase):
+    def setUp(self) -> None:
+        self.server = ScriptedServer()
+        self.addCleanup(self.server.close)
+        self.key = Ed25519PrivateKey.generate()
+
+    def client(self, **options) -> GatewayClient:
+        client = GatewayClient(self.server.url, "agt_1", private_key=self.key, retry=fast_retry(), **options)
+        self.addCleanup(client.close)
+        return client
+
+    def test_signs_a_new_dpop_proof_for_every_attempt_naming_the_request_and_token(self) -> None:
+        self.server.on("/v1/token", json_reply(200, {"access_token": "bound", "token_type": "DPoP", "expires_in": 900}))
+        self.server.on(TOOL, error_reply(503, "bulkhead_full"), ANSWER)
+        self.client(dpop=True).serpapi.search(q="x")
+        attempts = self.server.seen(TOOL)
+        self.assertEqual(len(attempts), 2)
+        proofs = []
+        for _, _, headers, _ in attempts:
+            self.assertEqual(headers["authorization"], "DPoP bound")
+            header, claims = (decode(part) for part in headers["dpop"].split(".")[:2])
+            self.assertEqual((header["typ"], header["alg"], sorted(header["jwk"])), ("dpop+jwt", "EdDSA", ["crv", "kty", "x"]))
+            self.assertEqual((claims["htm"], claims["htu"]), ("POST", self.server.url + TOOL))
+            self.assertEqual(claims["ath"], sha256_b64url("bound"))
+            proofs.append(claims["jti"])
+        self.assertNotEqual(proofs[0], proofs[1], "a proof is single-use")
+        token_request = self.server.seen("/v1/token")[0]
+        self.assertIn("dpop", token_request[2])
+
+    def test_signs_a_new_assertion_when_the_token_exchange_is_retried(self) -> None:
+        self.server.on("/v1/token", None, json_reply(200, {"access_token": "t", "token_type": "Bearer", "expires_in": 900}))
+        self.server.on(TOOL, ANSWER)
+        self.client().serpapi.search(q="x")
+        forms = [parse_qs(body.decode()) for _, _, _, body in self.server.seen("/v1/token")]
+        self.assertEqual(len(forms), 2)
+        claims = [decode(form["assertion"][0].split(".")[1]) for form in forms]
+        self.assertNotEqual(claims[0]["jti"], claims[1]["jti"])
+        first = claims[0]
+        self.assertEqual((first["iss"], first["sub"], first["aud"]), ("agt_1", "agt_1", self.server.url))
+        self.assertEqual(first["exp"] - first["iat"], 60)
+        self.assertEqual(forms[0]["grant_type"], ["urn:ietf:params:oauth:grant-type:jwt-bearer"])
+        self.assertEqual(forms[0]["scope"], ["serpapi:search"])
+
+    def test_a_keep_alive_connection_the_server_closed_is_replaced_without_an_error(self) -> None:
+        self.server.on(TOOL, ANSWER)
+        client = self.client()
+        client.serpapi.search(q="x")
+        self.server.drop_idle_connections()
+        time.sleep(0.05)
+        self.assertEqual(client.serpapi.search(q="y").data, {"ok": True})
+        self.assertEqual(len(self.server.seen(TOOL)), 2)
+        # An admin POST is never resent blindly, so it must not meet the closed connection at all.
+        admin = AdminClient(self.server.url, "k", retry=fast_retry(max_retries=0))
+        self.addCleanup(admin.close)
+        self.server.on("/v1/agents", json_reply(201, {"id": "agt_2"}))
+        admin.agents.list()
+        self.server.drop_idle_connections()
+        time.sleep(0.05)
+        self.assertEqual(admin.agents.create("bot"), {"id": "agt_2"})
+
+
+class IdleConnections(unittest.TestCase):
+    def test_a_connection_the_peer_closed_reads_as_dropped_and_an_idle_open_one_does_not(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.assertFalse(_dropped(ours))
+        theirs.close()
+        self.assertTrue(_dropped(ours))
 
 
 class BadAnswers(unittest.TestCase):
