@@ -22,7 +22,7 @@ import {
   TimeoutError,
   UpstreamError,
 } from '../src/index.ts'
-import { refusal, type SdkGateway, startFront, startSdkGateway, testAdminKey } from './support.ts'
+import { refusal, rejection, type SdkGateway, startFront, startSdkGateway, testAdminKey } from './support.ts'
 
 const scope = 'serpapi:search openai:chat openai:embeddings gmail:send gmail:profile http_fetch:get'
 
@@ -571,14 +571,3 @@ describe('private keys in the forms the gateway hands out', () => {
     assert.equal(tokens.count, 0)
   })
 })
-
-/** The GatewayError a promise rejects with. */
-export async function rejection(promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise
-  } catch (err) {
-    assert.ok(err instanceof GatewayError, String(err))
-    return err
-  }
-  assert.fail('the call succeeded')
-}

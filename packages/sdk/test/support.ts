@@ -3,6 +3,7 @@
  * OpenAI and Gmail upstreams that run in the test process (so tests can inject faults into them),
  * and a small HTTP server to stand in front of the gateway and misbehave on purpose.
  */
+import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -13,7 +14,7 @@ import { stringify } from 'yaml'
 import { testAdminKey } from '../../../test/support/gateway.ts'
 import { type Started, startGatewayProcess } from '../../../test/support/process.ts'
 import { type FakeUpstreams, startFakeUpstreams } from '../../server/src/fakes/index.ts'
-import { AdminClient } from '../src/index.ts'
+import { AdminClient, GatewayError } from '../src/index.ts'
 
 export { testAdminKey }
 
@@ -157,4 +158,15 @@ export function refusal(status: number, code: string, headers: Record<string, st
     const body = JSON.stringify({ error: { code, message: `scripted ${code}`, status, requestId: 'front' } })
     res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(body)
   }
+}
+
+/** The GatewayError a promise rejects with. */
+export async function rejection(promise: Promise<unknown>): Promise<GatewayError> {
+  try {
+    await promise
+  } catch (err) {
+    assert.ok(err instanceof GatewayError, String(err))
+    return err
+  }
+  assert.fail('the call succeeded')
 }
