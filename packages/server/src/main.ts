@@ -26,6 +26,8 @@ import { PolicyService } from './policy/policy-service.ts'
 import { openSecretService, type SecretService } from './secrets/secret-service.ts'
 import { builtinTools } from './tools/registry.ts'
 import { createToolService } from './tools/tool-routes.ts'
+import { createChannelCall } from './resilience/channel-call.ts'
+import { createResilience } from './resilience/registry.ts'
 import { createPools } from './upstreams/pools.ts'
 import { probeDependencies } from './upstreams/probes.ts'
 
@@ -211,8 +213,16 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     approvalTtlMs: () => source.current().approvalTtlMs,
   })
   const secretService = secrets
+  // Breakers, retry budgets and bulkheads of every system and tool (per process: DESIGN §14).
+  const resilience = createResilience({
+    onBreakerChange: (kind, name, state) =>
+      log.warn({ [kind]: name, state }, 'circuit breaker changed state'),
+    onRetry: (kind, name) => metrics.upstreamRetry(kind, name),
+  })
+  metrics.trackBreakers(resilience.breakerStates)
   const tools = createToolService({
     tools: builtinTools,
+    resilience,
     enforcer,
     policies,
     secrets: secretService,
@@ -233,6 +243,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     agentRoute: tools.agentRoute,
     authorize: (input, approvalId) => enforcer.authorize(input, approvalId),
     readiness,
+    forward: createChannelCall(resilience),
   })
   metrics.trackInflight(pipeline.inflight)
   const publicServer = createPublicServer(pipeline, { maxHeaderBytes: initial.gateway.maxHeaderBytes })

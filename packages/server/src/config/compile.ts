@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto'
 import { compileTemplate, type HeaderTemplate } from '../http/header-template.ts'
 import { parseNetworks } from '../net/allow-networks.ts'
 import { type CompiledPolicy, compilePolicy } from '../policy/compile.ts'
+import { compileResilience, type ResiliencePolicy } from '../resilience/policy.ts'
 import { durationMs } from './duration.ts'
 import { ConfigError, type ConfigProblem } from './load.ts'
 import type { RawChannel, RawConfig, RawPathRule } from './schema.ts'
@@ -41,6 +42,8 @@ export interface CompiledHttpSystem {
   readonly keepAliveMs: number
   /** Identity of the pool settings: an unchanged key keeps its pool across reloads. */
   readonly poolKey: string
+  /** Breaker, retries, bulkhead and the headers and total timeouts of calls to this system. */
+  readonly resilience: ResiliencePolicy
 }
 
 export interface CompiledNatsSystem {
@@ -109,6 +112,10 @@ export interface CompiledConfig {
   readonly approvalTtlMs: number
   /** Tool upstream URLs by tool name: the configured url, or the local fake with `tools.demo`. */
   readonly toolUrls: ReadonlyMap<string, string>
+  /** Each tool's breaker, retries, bulkhead and total timeout (tools that set none are absent). */
+  readonly toolResilience: ReadonlyMap<string, ResiliencePolicy>
+  /** How long an `Idempotency-Key`'s first answer is kept, and how long a concurrent repeat waits. */
+  readonly idempotency: { readonly ttlMs: number; readonly waitMs: number }
 }
 
 export interface CompiledTokens {
@@ -170,6 +177,7 @@ export function compileConfig(
       connections: http?.connections ?? 128,
       keepAliveMs: http?.keepAliveMs ?? 4_000,
       poolKey: '',
+      resilience: compileResilience(http ?? {}, `systems.${name}`, problems),
     }
     compiled.poolKey = [
       url.origin,
@@ -244,7 +252,22 @@ export function compileConfig(
     policies: Object.freeze(policies),
     approvalTtlMs,
     toolUrls: compileToolUrls(raw, options.resolveDemoTool),
+    toolResilience: compileToolResilience(raw, problems),
+    idempotency: Object.freeze({
+      ttlMs: raw.idempotency?.ttl === undefined ? 86_400_000 : durationMs(raw.idempotency.ttl),
+      waitMs: raw.idempotency?.wait === undefined ? 5_000 : durationMs(raw.idempotency.wait),
+    }),
   })
+}
+
+function compileToolResilience(raw: RawConfig, problems: ConfigProblem[]): Map<string, ResiliencePolicy> {
+  const policies = new Map<string, ResiliencePolicy>()
+  const tools = raw.tools ?? {}
+  for (const name of ['serpapi', 'openai', 'gmail'] as const) {
+    const tool = tools[name]
+    if (tool !== undefined) policies.set(name, compileResilience(tool, `tools.${name}`, problems))
+  }
+  return policies
 }
 
 function compileToolUrls(

@@ -159,20 +159,87 @@ const Retry = Type.Object(
     attempts: Type.Integer({ minimum: 0, maximum: 10, description: 'retries after the first try' }),
     on: Type.Optional(
       Type.Array(Type.Integer({ minimum: 100, maximum: 599, description: 'an HTTP status' }), {
-        description: 'statuses to retry',
+        description: 'statuses retried for idempotent calls (default [502, 503, 504])',
+      }),
+    ),
+    backoff: Type.Optional(
+      Type.Union(Duration.anyOf, {
+        description: 'base of the exponential backoff with full jitter (default 100ms)',
+      }),
+    ),
+    maxBackoff: Type.Optional(
+      Type.Union(Duration.anyOf, { description: 'longest wait between tries (default 2s)' }),
+    ),
+    maxRetryAfter: Type.Optional(
+      Type.Union(Duration.anyOf, {
+        description: 'longest upstream Retry-After waited for; a longer one ends the retries (default 10s)',
+      }),
+    ),
+    budget: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        maximum: 1,
+        description: 'retries may add at most this fraction of the calls (default 0.2)',
       }),
     ),
   },
-  { ...closed, description: 'retry policy (issue: resilience)' },
+  {
+    ...closed,
+    description:
+      'retry policy: idempotent calls on network errors, timeouts and the listed statuses; any call when the connection failed',
+  },
 )
 
 const Breaker = Type.Object(
   {
-    failures: Type.Integer({ minimum: 1, description: 'consecutive failures that open the breaker' }),
-    openMs: Duration,
+    failures: Type.Optional(
+      Type.Integer({ minimum: 1, description: 'consecutive failures that open the breaker' }),
+    ),
+    rate: Type.Optional(
+      Type.Number({
+        exclusiveMinimum: 0,
+        maximum: 1,
+        description: 'failure rate over the window that opens the breaker (instead of failures)',
+      }),
+    ),
+    window: Type.Optional(
+      Type.Union(Duration.anyOf, { description: 'rolling window of the failure rate (default 30s)' }),
+    ),
+    minCalls: Type.Optional(
+      Type.Integer({ minimum: 1, description: 'calls in the window before the rate counts (default 20)' }),
+    ),
+    openMs: Type.Union(Duration.anyOf, { description: 'how long the breaker stays open' }),
+    halfOpenProbes: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: 'trial calls let through when half-open; that many successes close it (default 1)',
+      }),
+    ),
   },
-  { ...closed, description: 'circuit breaker (issue: resilience)' },
+  {
+    ...closed,
+    description:
+      'circuit breaker: network errors, timeouts and 5xx answers are failures; open answers 503 circuit_open',
+  },
 )
+
+const Bulkhead = Type.Object(
+  {
+    maxConcurrent: Type.Integer({ minimum: 1, description: 'upstream calls in flight at most' }),
+    maxQueue: Type.Optional(
+      Type.Integer({ minimum: 0, description: 'calls that may wait for a slot (default 0)' }),
+    ),
+    queueTimeout: Type.Optional(
+      Type.Union(Duration.anyOf, { description: 'how long a call waits for a slot (default 1s)' }),
+    ),
+  },
+  { ...closed, description: 'bulkhead: more calls than it holds get 503 bulkhead_full' },
+)
+
+const TotalTimeout = Type.Integer({
+  minimum: 1,
+  description: 'deadline for the whole call, retries included, in ms (default none); 504 after it',
+})
 
 const HttpSystem = Type.Object(
   {
@@ -193,8 +260,16 @@ const HttpSystem = Type.Object(
     keepAliveMs: Type.Optional(
       Type.Integer({ minimum: 1, description: 'idle keep-alive timeout (default 4000)' }),
     ),
+    headersTimeoutMs: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: 'time to the response headers (default timeoutMs); 504 after it',
+      }),
+    ),
+    totalTimeoutMs: Type.Optional(TotalTimeout),
     retry: Type.Optional(Retry),
     breaker: Type.Optional(Breaker),
+    bulkhead: Type.Optional(Bulkhead),
   },
   { ...closed, description: 'an HTTP backend reached through a keep-alive pool' },
 )
@@ -315,6 +390,14 @@ const ToolTimeout = Type.Integer({
   description: 'upstream headers and body idle timeout in ms (default 30000); 504 after it',
 })
 
+/** The resilience keys of a tool with its own upstream (http_fetch has none: every call names its URL). */
+const ToolResilience = {
+  totalTimeoutMs: Type.Optional(TotalTimeout),
+  retry: Type.Optional(Retry),
+  breaker: Type.Optional(Breaker),
+  bulkhead: Type.Optional(Bulkhead),
+}
+
 const Tools = Type.Object(
   {
     demo: Type.Optional(
@@ -330,19 +413,30 @@ const Tools = Type.Object(
           secret: Type.Optional(Secret),
           timeoutMs: Type.Optional(ToolTimeout),
           cacheTtl: Type.Optional(Duration),
+          ...ToolResilience,
         },
         { ...closed, description: 'SerpAPI tool (issue: tools)' },
       ),
     ),
     openai: Type.Optional(
       Type.Object(
-        { url: Type.Optional(HttpUrl), secret: Type.Optional(Secret), timeoutMs: Type.Optional(ToolTimeout) },
+        {
+          url: Type.Optional(HttpUrl),
+          secret: Type.Optional(Secret),
+          timeoutMs: Type.Optional(ToolTimeout),
+          ...ToolResilience,
+        },
         { ...closed, description: 'OpenAI tool (issue: tools)' },
       ),
     ),
     gmail: Type.Optional(
       Type.Object(
-        { url: Type.Optional(HttpUrl), secret: Type.Optional(Secret), timeoutMs: Type.Optional(ToolTimeout) },
+        {
+          url: Type.Optional(HttpUrl),
+          secret: Type.Optional(Secret),
+          timeoutMs: Type.Optional(ToolTimeout),
+          ...ToolResilience,
+        },
         { ...closed, description: 'Gmail tool (issue: tools)' },
       ),
     ),
@@ -568,6 +662,29 @@ export const ConfigSchema = Type.Object(
     rateLimits: Type.Optional(
       Type.Array(RateLimit, { description: 'gateway-wide rate limits (issue: rate limits)' }),
     ),
+    idempotency: Type.Optional(
+      Type.Object(
+        {
+          ttl: Type.Optional(
+            Type.Union(Duration.anyOf, {
+              description: 'how long a first answer is kept for repeats (default 24h)',
+            }),
+          ),
+          wait: Type.Optional(
+            Type.Union(Duration.anyOf, {
+              description:
+                'how long a repeat waits for the first call to finish before 409 conflict (default 5s)',
+            }),
+          ),
+        },
+        {
+          ...closed,
+          description:
+            'Idempotency-Key on tool calls and channel POSTs: executed once, repeats get the first answer',
+        },
+      ),
+    ),
+
     audit: Type.Optional(
       Type.Object(
         {

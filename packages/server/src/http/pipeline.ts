@@ -19,6 +19,7 @@ import { type DecisionInput, scopeHas } from '../policy/policy-set.ts'
 import type { AgentRoute } from '../tools/tool-routes.ts'
 import { forwardRequest, type ProxyResult } from '../upstreams/http-proxy.ts'
 import type { Pools } from '../upstreams/pools.ts'
+import type { ForwardFn } from '../resilience/channel-call.ts'
 import { createContext, type Principal, type RequestContext, requestIdHeaderFor } from './context.ts'
 import { normalizePath } from './normalize-path.ts'
 import { type ChannelMatch, matchChannel, matchRule, upstreamPath } from './route-match.ts'
@@ -96,6 +97,11 @@ export interface PipelineDeps {
    */
   authorize?: (input: DecisionInput, approvalId: string | undefined) => Authorized | Promise<Authorized>
   readiness(): Promise<Readiness>
+  /**
+   * Stage 7 for channels: the proxy behind the system's bulkhead, breaker, retries and timeouts
+   * (resilience/channel-call.ts). Without it, the bare proxy.
+   */
+  forward?: ForwardFn
 }
 
 export interface Pipeline {
@@ -107,6 +113,7 @@ export interface Pipeline {
 /** Build the request handler for the public listener. */
 export function createPipeline(deps: PipelineDeps): Pipeline {
   let inflight = 0
+  const forward: ForwardFn = deps.forward ?? forwardRequest
 
   // Stage 9, record: metrics and the request log line. It runs exactly once per request, on
   // success and on every error path alike.
@@ -528,7 +535,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       const channel = match.channel
       const rule = ctx.rule!
       const path = upstreamPath(match, ctx.path)
-      forwardRequest(req, res, ctx, channel, path, deps.pools.get(channel.system), (result: ProxyResult) => {
+      forward(req, res, ctx, channel, path, deps.pools.get(channel.system), (result: ProxyResult) => {
         ctx.upstreamMs = result.upstreamMs
         if (result.error !== undefined) {
           fail(req, res, ctx, result.error)

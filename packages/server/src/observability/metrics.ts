@@ -25,6 +25,10 @@ export interface Metrics {
   quotaRefused(kind: 'calls' | 'tokens' | 'repeats'): void
   /** Report `read()` as the in-flight gauge at each scrape. */
   trackInflight(read: () => number): void
+  /** Report each breaker's state (0 closed, 1 open, 2 half-open) as `runr_breaker_state` at each scrape. */
+  trackBreakers(read: () => Iterable<{ kind: string; name: string; value: number }>): void
+  /** One retry of an upstream call to a system or tool. */
+  upstreamRetry(kind: string, name: string): void
 }
 
 /** Create the registry with the gateway's metrics and Node's default process metrics. */
@@ -86,6 +90,23 @@ export function createMetrics(): Metrics {
     },
   })
 
+  let readBreakers = (): Iterable<{ kind: string; name: string; value: number }> => []
+  new Gauge({
+    name: 'runr_breaker_state',
+    help: 'Circuit breaker state by target kind (system, tool) and name: 0 closed, 1 open, 2 half-open.',
+    labelNames: ['kind', 'name'] as const,
+    registers: [registry],
+    collect() {
+      for (const { kind, name, value } of readBreakers()) this.labels(kind, name).set(value)
+    },
+  })
+  const retries = new Counter({
+    name: 'runr_upstream_retries_total',
+    help: 'Upstream calls retried, by target kind (system, tool) and name.',
+    labelNames: ['kind', 'name'] as const,
+    registers: [registry],
+  })
+
   type MethodSeries = { duration: HistogramSeries; byStatus: Map<string, CounterSeries> }
   const perRoute = new Map<string, Map<string, MethodSeries>>()
   const perSystem = new Map<string, HistogramSeries>()
@@ -141,6 +162,12 @@ export function createMetrics(): Metrics {
     },
     trackInflight(read) {
       readInflight = read
+    },
+    trackBreakers(read) {
+      readBreakers = read
+    },
+    upstreamRetry(kind, name) {
+      retries.labels(kind, name).inc()
     },
   }
 }

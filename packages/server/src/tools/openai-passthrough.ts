@@ -32,14 +32,15 @@ import {
 import { relayWithUsage, usageOf } from './sse-usage.ts'
 import type { AgentRoute } from './tool-routes.ts'
 import type { ToolDefinition, ToolSettings, UpstreamAnswer, UpstreamRequest } from './types.ts'
-import type { UpstreamClient } from './upstream-client.ts'
+import { noResilience } from '../resilience/policy.ts'
+import type { ResilientClient } from '../resilience/resilient-client.ts'
 
 type Rule = Extract<Authorized, { kind: 'proceed' }>['rule']
 
 export interface OpenAIPassthroughDeps {
   /** The `openai` tool: its settings (url, secret, timeout) serve the passthrough too. */
   tool: ToolDefinition
-  client: UpstreamClient
+  client: ResilientClient
   authorize(
     facts: CallFacts,
     target: DecisionTarget,
@@ -213,16 +214,22 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
     }
 
     const closing = new ClientGone(req.socket)
+    const calls = deps.client.forCall({
+      tool: toolName,
+      // Embeddings and model reads are safe to repeat; a chat completion bills again.
+      idempotent: deps.tool.actions[endpoint.action]?.idempotent ?? endpoint.method === 'GET',
+      policy: ctx.config.toolResilience.get(toolName) ?? noResilience,
+    })
     const trace = traceHeadersOf(ctx)
     const started = performance.now()
     let relaying = false
     try {
       if (!streaming) {
-        const answer = await deps.client.call(settings, request, closing, trace)
+        const answer = await calls.call(settings, request, closing, trace)
         ctx.upstreamMs = performance.now() - started
         return await answerJson(answer, outcome, agent.id)
       }
-      const opened = await deps.client.open(settings, request, closing, trace)
+      const opened = await calls.open(settings, request, closing, trace)
       ctx.upstreamMs = performance.now() - started
       const type = String(opened.headers['content-type'] ?? '').toLowerCase()
       if (opened.status < 200 || opened.status > 299 || !type.startsWith('text/event-stream')) {

@@ -35,6 +35,9 @@ import {
 import { createOpenAIPassthrough } from './openai-passthrough.ts'
 import type { ParamProblem, ToolAction, ToolDefinition, ToolSettings } from './types.ts'
 import { createUpstreamClient } from './upstream-client.ts'
+import { createResilientClient } from '../resilience/resilient-client.ts'
+import { noResilience } from '../resilience/policy.ts'
+import { createResilience, type Resilience } from '../resilience/registry.ts'
 
 /** Finds a credential by secret name: the agent's own value first, else the tool-wide one. */
 export interface SecretResolver {
@@ -59,6 +62,8 @@ export interface ToolRouteDeps {
   maxAnswerBytes?: number
   /** Failures off the request path (usage accounting after a stream). */
   onError?: (err: unknown) => void
+  /** Breakers, retry budgets and bulkheads of the tools (shared with the channels' systems). */
+  resilience?: Resilience
 }
 
 /** Verifies a bare access token: what `/api/proxy-request` needs of the token service. */
@@ -84,8 +89,10 @@ function headerText(req: IncomingMessage, name: string): string | undefined {
 
 /** Build the tool routes: `agentRoute` for the pipeline, `proxyRequestRoute` for the public routes. */
 export function createToolService(deps: ToolRouteDeps): ToolService {
-  const client = createUpstreamClient(
-    deps.maxAnswerBytes === undefined ? {} : { maxAnswerBytes: deps.maxAnswerBytes },
+  // Stage 7 for tools: bulkhead, breaker, retries and total timeout around the upstream client.
+  const client = createResilientClient(
+    createUpstreamClient(deps.maxAnswerBytes === undefined ? {} : { maxAnswerBytes: deps.maxAnswerBytes }),
+    deps.resilience ?? createResilience(),
   )
   const dispatchers = createDispatcherCache()
   const validators = new WeakMap<ToolAction, ReturnType<typeof Compile>>()
@@ -191,6 +198,11 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     const trace = traceHeadersOf(ctx)
     const started = performance.now()
     let streaming = false
+    const calls = client.forCall({
+      tool: tool.name,
+      idempotent: action.idempotent,
+      policy: ctx.config.toolResilience.get(tool.name) ?? noResilience,
+    })
     try {
       const result = await action.execute({
         params,
@@ -201,8 +213,8 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
           return closing.signal
         },
         traceHeaders: trace,
-        upstream: (request) => client.call(settings, request, closing, trace),
-        upstreamStream: (request) => client.open(settings, request, closing, trace),
+        upstream: (request) => calls.call(settings, request, closing, trace),
+        upstreamStream: (request) => calls.open(settings, request, closing, trace),
         dispatchers,
         reportUsage: (usage) => {
           deps.enforcer
@@ -254,7 +266,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
             action: actionName,
             correlationId: ctx.correlationId,
             cached: false,
-            attempts: 1,
+            attempts: calls.attempts,
             upstreamStatus: result.upstreamStatus,
             durationMs: Math.round(durationMs * 1000) / 1000,
           },

@@ -43,15 +43,35 @@ export interface ProxyResult {
   error: GatewayError | undefined
 }
 
+/** An answer held back before its head was written, for the resilience layer to retry or pass on. */
+export interface HeldAnswer {
+  status: number
+  retryAfter: string | string[] | undefined
+  /** Write the head and stream the body as usual; `done` runs when it ends. */
+  deliver(): void
+  /** Drop the answer and its connection; `done` never runs for this exchange. */
+  discard(): void
+}
+
+/** Optional steps of the resilience layer (resilience/channel-call.ts). */
+export interface ProxyHooks {
+  /** Whether an answer with this status is held back (worth a retry) instead of written. */
+  hold(status: number): boolean
+  onHold(answer: HeldAnswer): void
+}
+
+/** Which timeout an undici error code is (DESIGN §10: connect, headers; body is the idle timeout). */
+const timeoutKinds: Readonly<Record<string, string>> = {
+  UND_ERR_CONNECT_TIMEOUT: 'connect',
+  UND_ERR_HEADERS_TIMEOUT: 'headers',
+  UND_ERR_BODY_TIMEOUT: 'body',
+}
+
 /** Map an undici or socket error to the gateway's code: timeouts are 504, the rest 502. */
 export function upstreamFailure(err: unknown): GatewayError {
-  const code = (err as { code?: string }).code
-  if (
-    code === 'UND_ERR_HEADERS_TIMEOUT' ||
-    code === 'UND_ERR_BODY_TIMEOUT' ||
-    code === 'UND_ERR_CONNECT_TIMEOUT'
-  ) {
-    return new GatewayError('upstream_timeout', undefined, { cause: err })
+  const kind = timeoutKinds[(err as { code?: string }).code ?? '']
+  if (kind !== undefined) {
+    return new GatewayError('upstream_timeout', undefined, { cause: err, details: { timeout: kind } })
   }
   return new GatewayError('upstream_error', undefined, { cause: err })
 }
@@ -158,7 +178,8 @@ function hasBody(req: IncomingMessage): boolean {
  * Forward `req` to the channel's system on `dispatcher` and stream the answer into `res`.
  * `done` is called exactly once when the exchange ends, successfully or not. When the upstream
  * fails before the response starts, `done` gets the error and the caller writes it; after the
- * response started the connection is cut, since a status can no longer be changed.
+ * response started the connection is cut, since a status can no longer be changed. Answers
+ * `abort`, which ends the exchange with an error (a total timeout).
  */
 export function forwardRequest(
   req: IncomingMessage,
@@ -168,7 +189,8 @@ export function forwardRequest(
   path: string,
   dispatcher: Dispatcher,
   done: (result: ProxyResult) => void,
-): void {
+  hooks?: ProxyHooks,
+): (error: GatewayError) => void {
   const maxBody = channel.maxBodyBytes
   const declared = req.headers['content-length']
   if (maxBody !== undefined && declared !== undefined && Number(declared) > maxBody) {
@@ -177,7 +199,7 @@ export function forwardRequest(
       upstreamMs: undefined,
       error: new GatewayError('payload_too_large', undefined, { details: { limitBytes: maxBody } }),
     })
-    return
+    return () => {}
   }
 
   const withBody = hasBody(req)
@@ -221,7 +243,19 @@ export function forwardRequest(
     })
   }
 
+  // Chunks that arrive while an answer is held (pause is advisory), and whether it ended meanwhile.
+  let heldChunks: Buffer[] | undefined
+  let heldEnded = false
   const timeout = channel.timeoutMs
+  const startResponse = (
+    c: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[]>,
+  ): void => {
+    res.writeHead(statusCode, responseHeaders(headers, ctx, channel))
+    if (ctx.method === 'HEAD') return
+    res.on('drain', () => c.resume())
+  }
   dispatcher.dispatch(
     {
       origin: channel.system.origin,
@@ -229,7 +263,7 @@ export function forwardRequest(
       method: ctx.method as Dispatcher.HttpMethod,
       headers: requestHeaders(req, ctx, channel),
       body: withBody ? req : null,
-      headersTimeout: timeout,
+      headersTimeout: channel.system.resilience.headersTimeoutMs ?? timeout,
       bodyTimeout: timeout,
     },
     {
@@ -241,16 +275,51 @@ export function forwardRequest(
         if (finished) return
         upstreamMs = performance.now() - sentAt
         status = statusCode
-        res.writeHead(statusCode, responseHeaders(headers as Record<string, string | string[]>, ctx, channel))
-        if (ctx.method === 'HEAD') return
-        res.on('drain', () => c.resume())
+        const upstreamHeaders = headers as Record<string, string | string[]>
+        if (hooks?.hold(statusCode) === true) {
+          // Paused until the resilience layer decides: retried (discarded) or passed on.
+          c.pause()
+          heldChunks = []
+          hooks.onHold({
+            status: statusCode,
+            retryAfter: upstreamHeaders['retry-after'],
+            deliver() {
+              if (finished || heldChunks === undefined) return
+              const chunks = heldChunks
+              heldChunks = undefined
+              startResponse(c, statusCode, upstreamHeaders)
+              let room = true
+              for (const chunk of chunks) room = res.write(chunk)
+              if (heldEnded) {
+                res.end()
+                finish(undefined)
+              } else if (room) c.resume()
+            },
+            discard() {
+              if (finished) return
+              finished = true
+              res.off('close', onClientClose)
+              c.abort(new Error('answer discarded for a retry'))
+            },
+          })
+          return
+        }
+        startResponse(c, statusCode, upstreamHeaders)
       },
       onResponseData(c, chunk) {
         if (finished) return
+        if (heldChunks !== undefined) {
+          heldChunks.push(chunk)
+          return
+        }
         if (!res.write(chunk)) c.pause()
       },
       onResponseEnd() {
         if (finished) return
+        if (heldChunks !== undefined) {
+          heldEnded = true
+          return
+        }
         res.end()
         finish(undefined)
       },
@@ -267,4 +336,10 @@ export function forwardRequest(
       },
     },
   )
+  return (error) => {
+    if (finished) return
+    if (res.headersSent) res.destroy()
+    finish(error)
+    controller?.abort(error)
+  }
 }
