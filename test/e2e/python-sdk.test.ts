@@ -98,6 +98,8 @@ describe('the Python SDK against a real gateway process', () => {
   let fakes: FakeUpstreams
   let control: Awaited<ReturnType<typeof startFaultControl>>
   let gateway: Started
+  let demo: Started
+  let demoDir: string
   const env: Record<string, string> = {}
 
   const admin = async (path: string, body?: unknown): Promise<Record<string, unknown>> => {
@@ -119,8 +121,13 @@ describe('the Python SDK against a real gateway process', () => {
     assert.equal(res.status, 204, await res.text())
   }
 
-  before(async () => {
-    if (!pythonAvailable()) return
+  // The demo for examples/agent.py starts beside the test gateway: both take seconds.
+  const startDemo = async () => {
+    demoDir = await mkdtemp(join(tmpdir(), 'runr-sdk-py-demo-'))
+    demo = await startGatewayProcess(await demoConfigIn(demoDir), { RUNR_ADMIN_KEY: adminKey }, demoDir)
+  }
+
+  const startTestGateway = async () => {
     dir = await mkdtemp(join(tmpdir(), 'runr-sdk-py-'))
     fakes = await startFakeUpstreams({ credentials })
     control = await startFaultControl(fakes)
@@ -204,16 +211,23 @@ describe('the Python SDK against a real gateway process', () => {
       RUNR_SDK_TEST_PEM_FILE: pemFile,
       RUNR_SDK_TEST_PEM_AGENT: old['agent_id'] as string,
     })
+  }
+
+  before(async () => {
+    if (!pythonAvailable()) return
+    await Promise.all([startDemo(), startTestGateway()])
   })
 
   after(async () => {
-    if (gateway !== undefined) {
-      gateway.child.kill('SIGTERM')
-      await gateway.exited
+    for (const started of [gateway, demo]) {
+      if (started === undefined) continue
+      started.child.kill('SIGTERM')
+      await started.exited
     }
     await fakes?.close()
     control?.server.close()
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+    for (const path of [dir, demoDir])
+      if (path !== undefined) await rm(path, { recursive: true, force: true })
   })
 
   it('runs examples/agent.py: it searches, skips the pages policy denies, and stops politely at the loop guard', async (t) => {
@@ -252,34 +266,17 @@ describe('the Python SDK against a real gateway process', () => {
     // The credentials the gateway injects never reach the agent side.
     for (const value of Object.values(credentials)) assert.ok(!output.includes(value))
   })
-})
 
-describe('examples/agent.py on the demo, as its docstring says to run it', () => {
-  let gateway: Started
-  let dir: string
-
-  before(async () => {
-    if (!pythonAvailable()) return
-    dir = await mkdtemp(join(tmpdir(), 'runr-sdk-py-demo-'))
-    gateway = await startGatewayProcess(await demoConfigIn(dir), { RUNR_ADMIN_KEY: adminKey }, dir)
-  })
-  after(async () => {
-    if (gateway === undefined) return
-    gateway.child.kill('SIGTERM')
-    await gateway.exited
-    await rm(dir, { recursive: true, force: true })
-  })
-
-  it('searches with redaction, is denied the fake results, and reads the demo page', async (t) => {
+  it('runs examples/agent.py on the demo as its docstring says: redacted search, denied links, the demo page', async (t) => {
     if (problem !== undefined) {
       t.skip(problem)
       return
     }
-    const keyFile = join(dir, 'research-bot.key.json')
+    const keyFile = join(demoDir, 'research-bot.key.json')
     const created = runCli(['agent', 'create', '--name', 'research-bot', '--out', keyFile], {
       RUNR_ADMIN_KEY: adminKey,
-      RUNR_ADMIN_URL: gateway.adminUrl,
-      RUNR_URL: gateway.publicUrl,
+      RUNR_ADMIN_URL: demo.adminUrl,
+      RUNR_URL: demo.publicUrl,
     })
     assert.equal(created.status, 0, created.stderr)
     const run = await runPython([join(root, 'examples/agent.py'), keyFile, '4runr gateway'], {})
