@@ -183,6 +183,28 @@ export const sqliteMigrations: readonly Migration[] = [
       ) strict`,
     ],
   },
+  {
+    version: 4,
+    name: 'idempotency keys: first answers kept for repeats',
+    statements: [
+      // headers as JSON text, body as bytes; both null while the first call runs.
+      `create table idempotency_keys (
+        principal text not null,
+        key text not null,
+        request_hash text not null,
+        owner text not null,
+        state text not null check (state in ('pending', 'done')),
+        status integer,
+        headers text check (headers is null or json_valid(headers)),
+        body blob,
+        created_at integer not null,
+        expires_at integer not null,
+        lease_until integer not null,
+        primary key (principal, key)
+      ) strict`,
+      'create index idempotency_keys_expires_at on idempotency_keys (expires_at)',
+    ],
+  },
 ]
 
 /**
@@ -347,6 +369,27 @@ export const postgresMigrations: readonly Migration[] = [
         created_at bigint not null,
         constraint audit_keys_pkey primary key (kid)
       )`,
+    ],
+  },
+  {
+    version: 4,
+    name: 'idempotency keys: first answers kept for repeats',
+    statements: [
+      `create table idempotency_keys (
+        principal text collate "C" not null,
+        key text collate "C" not null,
+        request_hash text not null,
+        owner text not null,
+        state text not null check (state in ('pending', 'done')),
+        status integer,
+        headers jsonb,
+        body bytea,
+        created_at bigint not null,
+        expires_at bigint not null,
+        lease_until bigint not null,
+        constraint idempotency_keys_pkey primary key (principal, key)
+      )`,
+      'create index idempotency_keys_expires_at on idempotency_keys (expires_at)',
     ],
   },
 ]

@@ -30,6 +30,8 @@ import type {
   AgentStore,
   ApprovalStatus,
   ApprovalStore,
+  IdempotencyRecord,
+  IdempotencyStore,
   PolicyStore,
   PublicJwk,
   QuotaStore,
@@ -543,6 +545,80 @@ function secretStore(sql: Sql): SecretStore {
   }
 }
 
+interface IdempotencyRow {
+  principal: string
+  key: string
+  requestHash: string
+  owner: string
+  state: 'pending' | 'done'
+  status: number | null
+  headers: Record<string, string> | null
+  body: Buffer | null
+  createdAt: number
+  expiresAt: number
+  leaseUntil: number
+}
+
+function toIdempotency(row: IdempotencyRow): IdempotencyRecord {
+  const { status, headers, body, ...rest } = row
+  return {
+    ...rest,
+    answer: status === null ? null : { status, headers: headers ?? {}, body: body ?? Buffer.alloc(0) },
+  }
+}
+
+function idempotencyStore(sql: Sql): IdempotencyStore {
+  const byKey = async (principal: string, key: string): Promise<IdempotencyRow | undefined> => {
+    const [row] = await sql<IdempotencyRow[]>`
+      select principal, key, request_hash as "requestHash", owner, state, status, headers, body,
+        created_at as "createdAt", expires_at as "expiresAt", lease_until as "leaseUntil"
+      from idempotency_keys where principal = ${principal} and key = ${key}`
+    return row
+  }
+  return {
+    async begin(c) {
+      // One statement: the conflicting row is locked, so of racing claims exactly one wins, and
+      // the update takes over only an expired record or a claim whose lease lapsed.
+      const [won] = await sql<{ owner: string }[]>`
+        insert into idempotency_keys
+          (principal, key, request_hash, owner, state, created_at, expires_at, lease_until)
+        values (${c.principal}, ${c.key}, ${c.requestHash}, ${c.owner}, 'pending', ${c.now}, ${c.expiresAt},
+          ${c.leaseUntil})
+        on conflict (principal, key) do update set
+          request_hash = excluded.request_hash, owner = excluded.owner, state = 'pending', status = null,
+          headers = null, body = null, created_at = excluded.created_at, expires_at = excluded.expires_at,
+          lease_until = excluded.lease_until
+        where idempotency_keys.expires_at <= ${c.now}
+          or (idempotency_keys.state = 'pending' and idempotency_keys.lease_until <= ${c.now})
+        returning owner`
+      if (won !== undefined) return { outcome: 'claimed' }
+      const row = await byKey(c.principal, c.key)
+      if (row === undefined) return this.begin(c)
+      return { outcome: 'existing', record: toIdempotency(row) }
+    },
+    async complete(principal, key, owner, answer) {
+      const { count } = await sql`
+        update idempotency_keys set state = 'done', status = ${answer.status},
+          headers = ${json(sql, answer.headers)}, body = ${answer.body}
+        where principal = ${principal} and key = ${key} and owner = ${owner} and state = 'pending'`
+      return count > 0
+    },
+    async release(principal, key, owner) {
+      await sql`
+        delete from idempotency_keys
+        where principal = ${principal} and key = ${key} and owner = ${owner} and state = 'pending'`
+    },
+    async get(principal, key, now) {
+      const row = await byKey(principal, key)
+      return row === undefined || row.expiresAt <= now ? undefined : toIdempotency(row)
+    },
+    async prune(now) {
+      const { count } = await sql`delete from idempotency_keys where expires_at <= ${now}`
+      return count
+    },
+  }
+}
+
 /**
  * Connects to Postgres at `url` and brings the schema up to date. With `schema`, the tables live
  * in that schema (created if missing) and every pooled connection uses it as its search_path.
@@ -582,6 +658,7 @@ export async function openPostgresStore(
     approvals: approvalStore(sql),
     quotas: quotaStore(sql),
     secrets: secretStore(sql),
+    idempotency: idempotencyStore(sql),
     async ping() {
       try {
         await sql`select 1`

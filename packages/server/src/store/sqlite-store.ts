@@ -32,6 +32,9 @@ import type {
   AgentPatch,
   AgentStore,
   ApprovalStore,
+  IdempotencyClaim,
+  IdempotencyRecord,
+  IdempotencyStore,
   NewAgent,
   PolicyStore,
   PublicJwk,
@@ -648,6 +651,100 @@ function secretStore(db: Database.Database): SecretStore {
   }
 }
 
+interface IdempotencyRow {
+  principal: string
+  key: string
+  requestHash: string
+  owner: string
+  state: 'pending' | 'done'
+  status: number | null
+  headers: string | null
+  body: Buffer | null
+  createdAt: number
+  expiresAt: number
+  leaseUntil: number
+}
+
+function toIdempotency(row: IdempotencyRow): IdempotencyRecord {
+  const { status, headers, body, ...rest } = row
+  return {
+    ...rest,
+    answer:
+      status === null
+        ? null
+        : {
+            status,
+            headers: JSON.parse(headers ?? '{}') as Record<string, string>,
+            body: body ?? Buffer.alloc(0),
+          },
+  }
+}
+
+function idempotencyStore(db: Database.Database): IdempotencyStore {
+  const columns = `principal, key, request_hash as requestHash, owner, state, status, headers, body,
+    created_at as createdAt, expires_at as expiresAt, lease_until as leaseUntil`
+  // The update takes over only an expired record or a claim whose lease lapsed; else no row.
+  const claim = db
+    .prepare<IdempotencyClaim, string>(
+      `insert into idempotency_keys
+         (principal, key, request_hash, owner, state, created_at, expires_at, lease_until)
+       values (@principal, @key, @requestHash, @owner, 'pending', @now, @expiresAt, @leaseUntil)
+       on conflict (principal, key) do update set
+         request_hash = excluded.request_hash, owner = excluded.owner, state = 'pending', status = null,
+         headers = null, body = null, created_at = excluded.created_at, expires_at = excluded.expires_at,
+         lease_until = excluded.lease_until
+       where idempotency_keys.expires_at <= @now
+         or (idempotency_keys.state = 'pending' and idempotency_keys.lease_until <= @now)
+       returning owner`,
+    )
+    .pluck()
+  const byKey = db.prepare<{ principal: string; key: string }, IdempotencyRow>(
+    `select ${columns} from idempotency_keys where principal = @principal and key = @key`,
+  )
+  const complete = db.prepare<{
+    principal: string
+    key: string
+    owner: string
+    status: number
+    headers: string
+    body: Buffer
+  }>(
+    `update idempotency_keys set state = 'done', status = @status, headers = @headers, body = @body
+     where principal = @principal and key = @key and owner = @owner and state = 'pending'`,
+  )
+  const release = db.prepare<{ principal: string; key: string; owner: string }>(
+    `delete from idempotency_keys
+     where principal = @principal and key = @key and owner = @owner and state = 'pending'`,
+  )
+  const prune = db.prepare<[number]>('delete from idempotency_keys where expires_at <= ?')
+  return {
+    async begin(request) {
+      if (claim.get(request) !== undefined) return { outcome: 'claimed' }
+      const row = byKey.get(request)
+      // Deleted between the two statements (released or pruned): claim again.
+      if (row === undefined) return this.begin(request)
+      return { outcome: 'existing', record: toIdempotency(row) }
+    },
+    async complete(principal, key, owner, answer) {
+      const { status, body } = answer
+      return (
+        complete.run({ principal, key, owner, status, headers: JSON.stringify(answer.headers), body })
+          .changes > 0
+      )
+    },
+    async release(principal, key, owner) {
+      release.run({ principal, key, owner })
+    },
+    async get(principal, key, now) {
+      const row = byKey.get({ principal, key })
+      return row === undefined || row.expiresAt <= now ? undefined : toIdempotency(row)
+    },
+    async prune(now) {
+      return prune.run(now).changes
+    },
+  }
+}
+
 /**
  * Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
  * `':memory:'` gives a private in-memory database. Throws SchemaTooNewError when the file was
@@ -672,6 +769,7 @@ export function openSqliteStore(path: string): Store {
       approvals: approvalStore(db),
       quotas: quotaStore(db),
       secrets: secretStore(db),
+      idempotency: idempotencyStore(db),
       async ping() {
         try {
           return ping.get() === 1

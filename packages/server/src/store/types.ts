@@ -341,6 +341,61 @@ export interface SecretStore {
   reseal(changes: readonly SecretReseal[]): Promise<void>
 }
 
+/** An answer kept for repeats of an `Idempotency-Key`: status, the headers that matter, body bytes. */
+export interface IdempotentAnswer {
+  status: number
+  headers: Record<string, string>
+  body: Buffer
+}
+
+/**
+ * One `Idempotency-Key` of one principal. `pending` while the first call runs (until `leaseUntil`,
+ * after which another call may take it over: the first one's instance died), then `done` with the
+ * answer until `expiresAt`.
+ */
+export interface IdempotencyRecord {
+  principal: string
+  key: string
+  /** Hash of what was asked (target and canonical arguments): a repeat must ask the same. */
+  requestHash: string
+  /** Who holds the claim: only they can complete or release it. */
+  owner: string
+  state: 'pending' | 'done'
+  answer: IdempotentAnswer | null
+  createdAt: number
+  expiresAt: number
+  leaseUntil: number
+}
+
+/** A claim on a key for a first execution. */
+export interface IdempotencyClaim {
+  principal: string
+  key: string
+  requestHash: string
+  owner: string
+  now: number
+  expiresAt: number
+  leaseUntil: number
+}
+
+export interface IdempotencyStore {
+  /**
+   * Claim `key` for a first execution: 'claimed' when it was free, expired, or pending past its
+   * lease; else the record as it stands. Atomic across instances: of racing claims one wins.
+   */
+  begin(
+    claim: IdempotencyClaim,
+  ): Promise<{ outcome: 'claimed' } | { outcome: 'existing'; record: IdempotencyRecord }>
+  /** Store the answer of the claim `owner` holds; false when the claim was lost (taken over). */
+  complete(principal: string, key: string, owner: string, answer: IdempotentAnswer): Promise<boolean>
+  /** Give up a pending claim (the call ended before anything worth keeping happened). */
+  release(principal: string, key: string, owner: string): Promise<void>
+  /** The record, unless it expired at `now`. */
+  get(principal: string, key: string, now: number): Promise<IdempotencyRecord | undefined>
+  /** Delete records that expired at or before `now`; returns how many. */
+  prune(now: number): Promise<number>
+}
+
 export interface Store {
   readonly kind: 'sqlite' | 'postgres'
   readonly agents: AgentStore
@@ -350,6 +405,7 @@ export interface Store {
   readonly approvals: ApprovalStore
   readonly quotas: QuotaStore
   readonly secrets: SecretStore
+  readonly idempotency: IdempotencyStore
   /** True when the database answers (for /ready). */
   ping(): Promise<boolean>
   close(): Promise<void>
