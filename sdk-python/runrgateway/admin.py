@@ -80,6 +80,8 @@ class AdminClient:
     ) -> Any:
         """One admin API call; answers the parsed JSON (None for 204), raises typed errors."""
         method = method.upper()
+        if not path.startswith("/") or path.startswith("//"):
+            raise ValueError("path must be a path on the admin listener, starting with a single /")
         body = None if json is None else encode_json(json)
         headers = {"Authorization": self._authorization}
         if body is not None:

@@ -157,6 +157,8 @@ class GatewayClient:
         ``idempotency_key`` (sent as ``Idempotency-Key``, the same on every attempt).
         """
         method = method.upper()
+        if not path.startswith("/") or path.startswith("//"):
+            raise ValueError("path must be a path on the gateway, starting with a single /")
         body = None if json is None else encode_json(json)
         fixed = dict(headers or {})
         if body is not None:

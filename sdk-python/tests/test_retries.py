@@ -277,6 +277,11 @@ class Unreachable(unittest.TestCase):
             client.http_fetch.get("http://x", retries=3)
         with self.assertRaises(ValueError):
             client.openai.chat([{"role": "user", "content": "hi"}], stream=True)
+        for path in ["v1/tools", "http://elsewhere/v1/tools", "//elsewhere/v1/tools"]:
+            with self.assertRaises(ValueError, msg=path):
+                client.request("GET", path)
+            with self.assertRaises(ValueError, msg=path):
+                AdminClient("http://127.0.0.1:1", "k").request("GET", path)
 
 
 if __name__ == "__main__":
