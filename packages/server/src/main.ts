@@ -12,6 +12,8 @@ import { identityAdminRoutes } from './admin/identity-routes.ts'
 import { policyAdminRoutes } from './admin/policy-routes.ts'
 import { secretAdminRoutes } from './admin/secret-routes.ts'
 import { type Identity, openIdentity } from './auth/identity.ts'
+import { createCacheMetrics } from './cache/cache-metrics.ts'
+import { createResponseCache } from './cache/response-cache.ts'
 import { type CompiledConfig, demoOriginPlaceholder } from './config/compile.ts'
 import type { RawConfig } from './config/schema.ts'
 import { type ConfigSource, openConfigSource, type ReloadResult } from './config/source.ts'
@@ -23,11 +25,13 @@ import { createLogger, effectiveLogLevel, type Logger } from './observability/lo
 import { createMetrics, type Metrics } from './observability/metrics.ts'
 import { PolicyEnforcer } from './policy/enforcer.ts'
 import { PolicyService } from './policy/policy-service.ts'
+import { createLimitMetrics } from './ratelimit/limit-metrics.ts'
+import { createRateLimiter } from './ratelimit/limiter.ts'
+import { createChannelCall } from './resilience/channel-call.ts'
+import { createResilience } from './resilience/registry.ts'
 import { openSecretService, type SecretService } from './secrets/secret-service.ts'
 import { builtinTools } from './tools/registry.ts'
 import { createToolService } from './tools/tool-routes.ts'
-import { createChannelCall } from './resilience/channel-call.ts'
-import { createResilience } from './resilience/registry.ts'
 import { createPools } from './upstreams/pools.ts'
 import { probeDependencies } from './upstreams/probes.ts'
 
@@ -220,7 +224,23 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     onRetry: (kind, name) => metrics.upstreamRetry(kind, name),
   })
   metrics.trackBreakers(resilience.breakerStates)
+  // Stage 4 on the same shared state as identity: Redis when configured, so every instance
+  // counts against the same limits.
+  const limiter = createRateLimiter({
+    state: opened.state,
+    logger: log,
+    metrics: createLimitMetrics(metrics.registry),
+  })
+  // Stage 6, in the shared state too: Redis when configured, memory (bounded) otherwise.
+  const cache = createResponseCache({
+    state: opened.state,
+    logger: log,
+    metrics: createCacheMetrics(metrics.registry),
+    maxEntryBytes: () => source.current().cache.maxEntryBytes,
+  })
   const tools = createToolService({
+    limiter,
+    cache,
     tools: builtinTools,
     resilience,
     enforcer,
@@ -242,6 +262,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     routes,
     agentRoute: tools.agentRoute,
     authorize: (input, approvalId) => enforcer.authorize(input, approvalId),
+    limiter,
+    cache,
     readiness,
     forward: createChannelCall(resilience),
   })

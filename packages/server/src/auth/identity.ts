@@ -93,7 +93,7 @@ export async function openIdentity(options: {
     // The gateway starts even when Redis is down: /ready says so, and what needs Redis is
     // refused with 503 until it answers.
     state = createSwitchableState(
-      await openSharedState(raw.redis, { onError: onStateError, waitForConnection: false }),
+      await openSharedState(raw.redis, { onError: onStateError, waitForConnection: false, cache: raw.cache }),
     )
     let redisConfig = JSON.stringify(raw.redis ?? null)
     const onError = (err: unknown) => logger.error({ err }, 'identity sync failed')
@@ -152,6 +152,7 @@ export async function openIdentity(options: {
         const opened = await openSharedState(next.raw.redis, {
           onError: onStateError,
           waitForConnection: false,
+          cache: next.raw.cache,
         })
         // Stopped meanwhile: the new connection would never be closed.
         if (closed) {

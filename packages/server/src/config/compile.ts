@@ -4,9 +4,16 @@
  * Reload compiles a new version and swaps one reference; nothing here runs per request.
  */
 import { createHash } from 'node:crypto'
+import {
+  type CachePolicy,
+  type CompiledCache,
+  compileCache,
+  compileRouteCache,
+} from '../cache/compile-cache.ts'
 import { compileTemplate, type HeaderTemplate } from '../http/header-template.ts'
 import { parseNetworks } from '../net/allow-networks.ts'
 import { type CompiledPolicy, compilePolicy } from '../policy/compile.ts'
+import { type CompiledRateLimits, compileRateLimits } from '../ratelimit/compile-limits.ts'
 import { compileResilience, type ResiliencePolicy } from '../resilience/policy.ts'
 import { durationMs } from './duration.ts'
 import { ConfigError, type ConfigProblem } from './load.ts'
@@ -69,6 +76,8 @@ export interface CompiledRule {
   readonly roles: ReadonlyMap<string, readonly string[]> | null
   /** The `Allow` header value for 405 answers. */
   readonly allow: string
+  /** How GET answers of this rule are cached, or null when they are not. */
+  readonly cache: CachePolicy | null
 }
 
 export interface CompiledHeaderRules {
@@ -112,6 +121,10 @@ export interface CompiledConfig {
   readonly approvalTtlMs: number
   /** Tool upstream URLs by tool name: the configured url, or the local fake with `tools.demo`. */
   readonly toolUrls: ReadonlyMap<string, string>
+  /** The rate limits each route checks (stage 4), compiled. */
+  readonly rateLimits: CompiledRateLimits
+  /** The response cache's per-tool settings and bounds (stage 6). */
+  readonly cache: CompiledCache
   /** Each tool's breaker, retries, bulkhead and total timeout (tools that set none are absent). */
   readonly toolResilience: ReadonlyMap<string, ResiliencePolicy>
   /** How long an `Idempotency-Key`'s first answer is kept, and how long a concurrent repeat waits. */
@@ -235,6 +248,7 @@ export function compileConfig(
   }
   const approvalTtlMs = raw.approvals?.ttl === undefined ? 3_600_000 : durationMs(raw.approvals.ttl)
   if (approvalTtlMs < 1000) problems.push({ path: 'approvals.ttl', message: 'must be at least 1s' })
+  const rateLimits = compileRateLimits(raw, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   const prefixed = channels.filter((c) => c.prefix !== '').sort((a, b) => b.prefix.length - a.prefix.length)
   const store = raw.store
@@ -252,6 +266,8 @@ export function compileConfig(
     policies: Object.freeze(policies),
     approvalTtlMs,
     toolUrls: compileToolUrls(raw, options.resolveDemoTool),
+    rateLimits,
+    cache: compileCache(raw),
     toolResilience: compileToolResilience(raw, problems),
     idempotency: Object.freeze({
       ttlMs: raw.idempotency?.ttl === undefined ? 86_400_000 : durationMs(raw.idempotency.ttl),
@@ -450,6 +466,7 @@ function compileRule(
     methods,
     roles,
     allow: (methods === null ? allMethods : allMethods.filter((m) => methods.has(m))).join(', '),
+    cache: compileRouteCache(rule.cache, at, problems),
   })
 }
 

@@ -116,6 +116,12 @@ const Gateway = Type.Object(
           'trust X-Forwarded-For/-Proto/-Host from the client, only behind a proxy you run (default false)',
       }),
     ),
+    trustedProxies: Type.Optional(
+      Type.Array(Type.String({ description: 'an address or CIDR block, e.g. 10.0.0.0/8' }), {
+        description:
+          'proxies whose X-Forwarded-For names the client for `by: ip` rate limits; from any other peer the header is ignored (default none)',
+      }),
+    ),
   },
   { ...closed, description: 'listeners, ids, limits and reload' },
 )
@@ -296,6 +302,25 @@ const System = Type.Union([HttpSystem, NatsSystem, DemoSystem], { description: '
 
 const Roles = Type.Array(Type.String({ minLength: 1 }), { description: 'roles, any one of which is enough' })
 
+const StaleIfError = Type.Union(Duration.anyOf, {
+  description: 'after the ttl, how long an entry may still answer when the upstream fails (default 0)',
+})
+
+const RouteCache = Type.Object(
+  {
+    ttl: Type.Union(Duration.anyOf, { description: 'how long an answer is served from the cache' }),
+    shared: Type.Optional(
+      Type.Boolean({ description: 'one entry for every caller (default false: one per principal)' }),
+    ),
+    staleIfError: Type.Optional(StaleIfError),
+  },
+  {
+    ...closed,
+    description:
+      'cache GET answers of this path (2xx only, keyed by path, query and Accept); X-Cache says HIT/MISS/STALE',
+  },
+)
+
 const PathRule = Type.Object(
   {
     path: Type.String({
@@ -307,6 +332,7 @@ const PathRule = Type.Object(
     disabled: Type.Optional(Type.Boolean({ description: 'answer 404 as if the path did not exist' })),
     audit: Type.Optional(Type.Boolean({ description: 'record matching calls in the audit ledger' })),
     logging: Type.Optional(Type.Boolean({ description: 'log matching calls (default true)' })),
+    cache: Type.Optional(RouteCache),
     methods: Type.Optional(
       Type.Union([Type.Array(Method), Type.Partial(Type.Record(Method, Roles), closed)], {
         description:
@@ -332,7 +358,15 @@ const HeaderRules = Type.Object(
 )
 
 const RateLimitBy = Type.Union(
-  ['global', 'channel', 'path', 'agent', 'agent_tool', 'user', 'ip'].map((b) => Type.Literal(b)),
+  [
+    Type.Literal('global'),
+    Type.Literal('channel'),
+    Type.Literal('path'),
+    Type.Literal('agent'),
+    Type.Literal('agent_tool'),
+    Type.Literal('user'),
+    Type.Literal('ip'),
+  ],
   { description: 'what a limit is keyed by' },
 )
 
@@ -341,11 +375,48 @@ const RateLimit = Type.Object(
     by: RateLimitBy,
     limit: Type.Integer({ minimum: 1, description: 'requests per period' }),
     period: Duration,
-    tool: Type.Optional(Type.String({ description: 'for agent_tool: the tool' })),
-    failOpen: Type.Optional(Type.Boolean({ description: 'allow when the shared state is unreachable' })),
+    burst: Type.Optional(
+      Type.Integer({ minimum: 1, description: 'requests admitted at once (default: limit)' }),
+    ),
+    tool: Type.Optional(Type.String({ description: 'for agent_tool: only this tool (default: each tool)' })),
+    failOpen: Type.Optional(
+      Type.Boolean({
+        description: 'admit requests when the shared state (Redis) cannot be asked (default true)',
+      }),
+    ),
   },
-  { ...closed, description: 'a GCRA rate limit (issue: rate limits)' },
+  { ...closed, description: 'a GCRA rate limit: `limit` requests per `period`, up to `burst` at once' },
 )
+
+const RateLimits = Type.Union([RateLimit, Type.Array(RateLimit)], {
+  description: 'one rate limit or a list; a request must pass every one',
+})
+
+const ToolCache = Type.Object(
+  {
+    actions: Type.Optional(
+      Type.Record(Type.String(), Duration, {
+        description: 'a ttl per idempotent action, overriding cacheTtl (0 turns an action off)',
+      }),
+    ),
+    shared: Type.Optional(
+      Type.Boolean({ description: 'one entry for every agent (default false: one per agent)' }),
+    ),
+    staleIfError: Type.Optional(StaleIfError),
+  },
+  { ...closed, description: 'response cache refinements for this tool' },
+)
+
+/** The rate-limit and cache keys every tool has. */
+const ToolLimits = {
+  cacheTtl: Type.Optional(
+    Type.Union(Duration.anyOf, {
+      description: "cache the answers of this tool's idempotent actions this long (default: no cache)",
+    }),
+  ),
+  cache: Type.Optional(ToolCache),
+  rateLimit: Type.Optional(RateLimits),
+}
 
 const Channel = Type.Object(
   {
@@ -376,7 +447,7 @@ const Channel = Type.Object(
           "forward the client's Authorization and DPoP headers to the system (default false: the gateway consumes them)",
       }),
     ),
-    rateLimit: Type.Optional(RateLimit),
+    rateLimit: Type.Optional(RateLimits),
   },
   { ...closed, description: 'maps public paths to a system' },
 )
@@ -412,8 +483,8 @@ const Tools = Type.Object(
           url: Type.Optional(HttpUrl),
           secret: Type.Optional(Secret),
           timeoutMs: Type.Optional(ToolTimeout),
-          cacheTtl: Type.Optional(Duration),
           ...ToolResilience,
+          ...ToolLimits,
         },
         { ...closed, description: 'SerpAPI tool (issue: tools)' },
       ),
@@ -425,6 +496,7 @@ const Tools = Type.Object(
           secret: Type.Optional(Secret),
           timeoutMs: Type.Optional(ToolTimeout),
           ...ToolResilience,
+          ...ToolLimits,
         },
         { ...closed, description: 'OpenAI tool (issue: tools)' },
       ),
@@ -436,6 +508,7 @@ const Tools = Type.Object(
           secret: Type.Optional(Secret),
           timeoutMs: Type.Optional(ToolTimeout),
           ...ToolResilience,
+          ...ToolLimits,
         },
         { ...closed, description: 'Gmail tool (issue: tools)' },
       ),
@@ -464,6 +537,7 @@ const Tools = Type.Object(
               description: 'private networks that http_fetch may reach despite the SSRF guard',
             }),
           ),
+          ...ToolLimits,
         },
         { ...closed, description: 'http_fetch tool (issue: tools)' },
       ),
@@ -660,7 +734,32 @@ export const ConfigSchema = Type.Object(
       ),
     ),
     rateLimits: Type.Optional(
-      Type.Array(RateLimit, { description: 'gateway-wide rate limits (issue: rate limits)' }),
+      Type.Array(RateLimit, {
+        description: 'gateway-wide rate limits, checked on every route but /health and /ready',
+      }),
+    ),
+    cache: Type.Optional(
+      Type.Object(
+        {
+          maxEntries: Type.Optional(
+            Type.Integer({ minimum: 1, description: 'entries kept in memory at most (default 10000)' }),
+          ),
+          maxBytes: Type.Optional(
+            Type.Integer({ minimum: 1024, description: 'bytes kept in memory at most (default 64 MiB)' }),
+          ),
+          maxEntryBytes: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              description: 'largest answer cached, bytes (default 1 MiB); larger ones pass uncached',
+            }),
+          ),
+        },
+        {
+          ...closed,
+          description:
+            'response cache bounds: memory by default, Redis when `redis` is set (its maxmemory bounds it there)',
+        },
+      ),
     ),
     idempotency: Type.Optional(
       Type.Object(
@@ -702,6 +801,8 @@ export const ConfigSchema = Type.Object(
 
 export type RawConfig = Static<typeof ConfigSchema>
 export type RawChannel = Static<typeof Channel>
+export type RawRateLimit = Static<typeof RateLimit>
+export type RawRouteCache = Static<typeof RouteCache>
 export type RawPathRule = Static<typeof PathRule>
 export type RawHttpSystem = Static<typeof HttpSystem>
 export type RawSystem = Static<typeof System>

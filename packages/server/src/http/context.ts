@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { CompiledChannel, CompiledConfig, CompiledRule } from '../config/compile.ts'
 import type { AgentFacts } from '../policy/policy-set.ts'
+import type { LimitVerdict } from '../ratelimit/limiter.ts'
 
 /** Who made the request, as an authenticator proves it. */
 export interface Principal {
@@ -51,6 +52,8 @@ export interface RequestContext {
   /** The policy decision and its deciding rule, for the request log (agents only). */
   decision: string | undefined
   policyRule: string | undefined
+  /** The tightest rate limit the request passed, for the `RateLimit-*` headers (stage 4). */
+  rateLimit: LimitVerdict | undefined
 }
 
 /** Client-supplied ids are kept only when short and made of safe characters (DESIGN §18). */
@@ -118,6 +121,7 @@ export function createContext(
     errorCode: undefined,
     decision: undefined,
     policyRule: undefined,
+    rateLimit: undefined,
   }
 }
 

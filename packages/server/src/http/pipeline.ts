@@ -6,9 +6,11 @@
  *   1 context → 2 route → 3 authenticate → 4 rate limit → 5 authorize → 6 cache → 7 call
  *   → 8 respond → 9 record
  *
- * Stages 4 and 6 arrive with the rate-limit and resilience work; until then they pass through.
+ * Stage 4 checks the compiled rate limits (ratelimit/); stage 6 the response cache (cache/).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { serveCachedChannel } from '../cache/channel-cache.ts'
+import type { ResponseCache } from '../cache/response-cache.ts'
 import type { CompiledConfig } from '../config/compile.ts'
 import { GatewayError, toGatewayError } from '../errors/gateway-error.ts'
 import { writeError } from '../errors/write-error.ts'
@@ -16,10 +18,17 @@ import type { Logger } from '../observability/logger.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { type Authorized, parkedReply } from '../policy/enforcer.ts'
 import { type DecisionInput, scopeHas } from '../policy/policy-set.ts'
+import type { CompiledLimit } from '../ratelimit/compile-limits.ts'
+import {
+  type LimitCheck,
+  type LimitVerdict,
+  type RateLimiter,
+  setLimitHeaders,
+} from '../ratelimit/limiter.ts'
+import type { ForwardFn } from '../resilience/channel-call.ts'
 import type { AgentRoute } from '../tools/tool-routes.ts'
 import { forwardRequest, type ProxyResult } from '../upstreams/http-proxy.ts'
 import type { Pools } from '../upstreams/pools.ts'
-import type { ForwardFn } from '../resilience/channel-call.ts'
 import { createContext, type Principal, type RequestContext, requestIdHeaderFor } from './context.ts'
 import { normalizePath } from './normalize-path.ts'
 import { type ChannelMatch, matchChannel, matchRule, upstreamPath } from './route-match.ts'
@@ -96,6 +105,10 @@ export interface PipelineDeps {
    * Without it (tests of the proxy alone) an agent needs only the channel in its token's scope.
    */
   authorize?: (input: DecisionInput, approvalId: string | undefined) => Authorized | Promise<Authorized>
+  /** Stage 4. Without it (tests of the proxy alone) no rate limit is checked. */
+  limiter?: RateLimiter
+  /** Stage 6 for channel rules with `cache`. Without it nothing is served from a cache. */
+  cache?: ResponseCache
   readiness(): Promise<Readiness>
   /**
    * Stage 7 for channels: the proxy behind the system's bulkhead, breaker, retries and timeouts
@@ -162,6 +175,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     // An unread request body would be parsed as the next request on this connection: close it.
     if (!req.complete) res.shouldKeepAlive = false
+    // A refusal's own RateLimit-* headers (429) win over these: writeHead overrides setHeader.
+    if (ctx.rateLimit !== undefined && !res.headersSent) setLimitHeaders(res, ctx.rateLimit)
     // Every 401 says how to authenticate (RFC 6750 §3, RFC 9449 §7.1), refusals of a presented
     // token included, not only the bare "no credential" case.
     if (err.status === 401 && err.headers?.['www-authenticate'] === undefined && !res.headersSent) {
@@ -237,14 +252,71 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       fail(req, res, ctx, new GatewayError('method_not_allowed', undefined, { headers: { allow } }))
       return true
     }
-    route.handle(req, ctx).then(
-      (answer) => {
-        sendJson(res, ctx, answer.status, answer.body, answer.headers)
-        record(ctx, true)
-      },
-      (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
-    )
+    const run = (): void => {
+      route.handle(req, ctx).then(
+        (answer) => {
+          // The compatibility tool route may have checked the tool's limits too.
+          if (ctx.rateLimit !== undefined) setLimitHeaders(res, ctx.rateLimit)
+          sendJson(res, ctx, answer.status, answer.body, answer.headers)
+          record(ctx, true)
+        },
+        (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
+      )
+    }
+    // Built-in routes have no principal yet: the global, path and ip limits apply.
+    limited(req, res, ctx, ctx.config.rateLimits.routes, run)
     return true
+  }
+
+  // Stage 4, rate limit: the limits of `limits` that apply to this request. Undefined when none
+  // applies; throws, or rejects with, rate_limited.
+  function checkLimits(
+    req: IncomingMessage,
+    ctx: RequestContext,
+    limits: readonly CompiledLimit[],
+  ): LimitCheck {
+    if (limits.length === 0 || deps.limiter === undefined) return undefined
+    return deps.limiter.check(limits, ctx, req)
+  }
+
+  function admit(res: ServerResponse, ctx: RequestContext, verdict: LimitVerdict | undefined): void {
+    if (verdict === undefined) return
+    ctx.rateLimit = verdict
+    // Set on the response now, so that every writer (the proxy's writeHead included) sends them.
+    setLimitHeaders(res, verdict)
+  }
+
+  /** Stage 4 in front of `next`; the common case (memory state, or no limit) costs no promise. */
+  function limited(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    limits: readonly CompiledLimit[],
+    next: () => void,
+  ): void {
+    if (limits.length === 0 || deps.limiter === undefined) {
+      next()
+      return
+    }
+    let checked: LimitCheck
+    try {
+      checked = deps.limiter.check(limits, ctx, req)
+    } catch (err) {
+      fail(req, res, ctx, toGatewayError(err))
+      return
+    }
+    if (checked instanceof Promise) {
+      checked.then(
+        (verdict) => {
+          admit(res, ctx, verdict)
+          next()
+        },
+        (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
+      )
+      return
+    }
+    admit(res, ctx, checked)
+    next()
   }
 
   // Stage 3, authenticate: the authenticators in order, the first principal wins. Resolves to
@@ -314,7 +386,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       }
 
       if (rule.public) {
-        proceed(req, res, ctx, match)
+        limited(req, res, ctx, channelLimits(ctx, channel.name), () => proceed(req, res, ctx, match))
         return
       }
       // Default deny: a rule that is not public needs a principal.
@@ -349,6 +421,24 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       return
     }
     ctx.principal = principal
+    // Stage 4 after authentication, since limits per agent or user need the proven principal;
+    // before authorization, so a refused request costs no policy decision or quota.
+    limited(req, res, ctx, channelLimits(ctx, match.channel.name), () =>
+      authorizeStage(req, res, ctx, match, principal),
+    )
+  }
+
+  function channelLimits(ctx: RequestContext, channel: string): readonly CompiledLimit[] {
+    return ctx.config.rateLimits.channels.get(channel) ?? ctx.config.rateLimits.routes
+  }
+
+  function authorizeStage(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    match: ChannelMatch,
+    principal: Principal,
+  ): void {
     // Stage 5, authorize: after authentication, so roles come from a proven principal. A rule
     // mapping methods to roles requires one of the roles listed for this method; an agent also
     // needs the channel in its token's scope and a policy allowing the call.
@@ -451,6 +541,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         })
       }
       ctx.principal = principal
+      const checked = checkLimits(req, ctx, ctx.config.rateLimits.routes)
+      if (checked instanceof Promise) {
+        return checked.then((verdict) => {
+          admit(res, ctx, verdict)
+          return route.handle(req, ctx, principal)
+        })
+      }
+      admit(res, ctx, checked)
       return route.handle(req, ctx, principal)
     }
     let pending: Promise<JsonAnswer | StreamAnswer>
@@ -463,6 +561,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     pending.then(
       (result) => {
+        // A tool call may have checked its tool's limits, tighter than the route's.
+        if (ctx.rateLimit !== undefined) setLimitHeaders(res, ctx.rateLimit)
         if ('stream' in result) {
           sendStream(res, ctx, result)
           return
@@ -535,7 +635,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       const channel = match.channel
       const rule = ctx.rule!
       const path = upstreamPath(match, ctx.path)
-      forward(req, res, ctx, channel, path, deps.pools.get(channel.system), (result: ProxyResult) => {
+      const dispatcher = deps.pools.get(channel.system)
+      const finished = (result: ProxyResult): void => {
         ctx.upstreamMs = result.upstreamMs
         if (result.error !== undefined) {
           fail(req, res, ctx, result.error)
@@ -543,7 +644,19 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         }
         ctx.status = result.status
         record(ctx, rule.logging)
-      })
+      }
+      // Stage 6, cache: GETs of a rule that opts in; the rest streams straight through.
+      if (
+        rule.cache !== null &&
+        deps.cache !== undefined &&
+        (ctx.method === 'GET' || ctx.method === 'HEAD')
+      ) {
+        const call = (done: (result: ProxyResult) => void): void =>
+          forward(req, res, ctx, channel, path, dispatcher, done)
+        serveCachedChannel(deps.cache, req, res, ctx, rule.cache, call, finished)
+        return
+      }
+      forward(req, res, ctx, channel, path, dispatcher, finished)
     } catch (err) {
       fail(req, res, ctx, toGatewayError(err))
     }

@@ -17,6 +17,9 @@ import type { JsonAnswer, StreamAnswer } from '../http/pipeline.ts'
 import { readBody } from '../http/read-body.ts'
 import type { Authorized } from '../policy/enforcer.ts'
 import type { DecisionTarget } from '../policy/policy-set.ts'
+import type { RateLimiter } from '../ratelimit/limiter.ts'
+import { noResilience } from '../resilience/policy.ts'
+import type { ResilientClient } from '../resilience/resilient-client.ts'
 import { ClientGone } from './call-abort.ts'
 import {
   agentOf,
@@ -32,8 +35,6 @@ import {
 import { relayWithUsage, usageOf } from './sse-usage.ts'
 import type { AgentRoute } from './tool-routes.ts'
 import type { ToolDefinition, ToolSettings, UpstreamAnswer, UpstreamRequest } from './types.ts'
-import { noResilience } from '../resilience/policy.ts'
-import type { ResilientClient } from '../resilience/resilient-client.ts'
 
 type Rule = Extract<Authorized, { kind: 'proceed' }>['rule']
 
@@ -41,6 +42,8 @@ export interface OpenAIPassthroughDeps {
   /** The `openai` tool: its settings (url, secret, timeout) serve the passthrough too. */
   tool: ToolDefinition
   client: ResilientClient
+  /** The `openai` tool's rate limits apply to the passthrough too. */
+  limiter?: RateLimiter | undefined
   authorize(
     facts: CallFacts,
     target: DecisionTarget,
@@ -167,6 +170,8 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
     endpoint: Endpoint,
   ): Promise<JsonAnswer | StreamAnswer> {
     const agent = agentOf(principal)
+    const limited = deps.limiter?.checkTool(ctx, req, toolName)
+    if (limited !== undefined) await limited
     const facts: CallFacts = { req, ctx, principal, agent }
     let body: Record<string, unknown> | undefined
     let bytes = 0

@@ -10,6 +10,8 @@
 import type { IncomingMessage } from 'node:http'
 import { Compile } from 'typebox/compile'
 import type { TokenService } from '../auth/token-service.ts'
+import type { ResponseCache } from '../cache/response-cache.ts'
+import { cachedToolAnswer, isUpstreamFailure, probeToolCache, storeToolAnswer } from '../cache/tool-cache.ts'
 import { schemaProblems } from '../config/load.ts'
 import { GatewayError } from '../errors/gateway-error.ts'
 import type { Principal, RequestContext } from '../http/context.ts'
@@ -19,6 +21,10 @@ import { createDispatcherCache } from '../net/safe-fetch.ts'
 import type { Authorized, PolicyEnforcer } from '../policy/enforcer.ts'
 import type { PolicyService } from '../policy/policy-service.ts'
 import type { DecisionTarget } from '../policy/policy-set.ts'
+import type { RateLimiter } from '../ratelimit/limiter.ts'
+import { noResilience } from '../resilience/policy.ts'
+import { createResilience, type Resilience } from '../resilience/registry.ts'
+import { createResilientClient } from '../resilience/resilient-client.ts'
 import type { Store } from '../store/types.ts'
 import { ClientGone } from './call-abort.ts'
 import {
@@ -35,9 +41,6 @@ import {
 import { createOpenAIPassthrough } from './openai-passthrough.ts'
 import type { ParamProblem, ToolAction, ToolDefinition, ToolSettings } from './types.ts'
 import { createUpstreamClient } from './upstream-client.ts'
-import { createResilientClient } from '../resilience/resilient-client.ts'
-import { noResilience } from '../resilience/policy.ts'
-import { createResilience, type Resilience } from '../resilience/registry.ts'
 
 /** Finds a credential by secret name: the agent's own value first, else the tool-wide one. */
 export interface SecretResolver {
@@ -64,6 +67,10 @@ export interface ToolRouteDeps {
   onError?: (err: unknown) => void
   /** Breakers, retry budgets and bulkheads of the tools (shared with the channels' systems). */
   resilience?: Resilience
+  /** Checks each tool's rate limits (stage 4 for what only the tool route knows: the tool). */
+  limiter?: RateLimiter
+  /** Stage 6: answers of idempotent actions the config caches (`tools.NAME.cacheTtl`). */
+  cache?: ResponseCache
 }
 
 /** Verifies a bare access token: what `/api/proxy-request` needs of the token service. */
@@ -165,6 +172,9 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     allowStream: boolean,
   ): Promise<JsonAnswer | StreamAnswer> {
     const { ctx, agent } = facts
+    // The tool's limits before any other work: a refused call costs no validation, no quota.
+    const limited = deps.limiter?.checkTool(ctx, facts.req, tool.name)
+    if (limited !== undefined) await limited
     if (typeof params !== 'object' || params === null || Array.isArray(params))
       throw new GatewayError('bad_request', 'The parameters must be a JSON object.')
     checkShape(params)
@@ -189,6 +199,29 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     if (outcome.kind === 'parked') return parkedAnswer(outcome)
     // Redaction needs the whole answer; known before the call, so refused before the upstream bills it.
     if (outcome.filter !== null && action.streams?.(params) === true) throw streamFiltered(outcome)
+
+    // Stage 6, cache: after authorization, so a cached answer is still a call the policy allows
+    // and the quota counts; the filter below runs on a cached answer as on a fresh one.
+    const callStarted = performance.now()
+    const cached =
+      deps.cache === undefined
+        ? undefined
+        : await probeToolCache(deps.cache, facts.req, ctx, {
+            agentId: agent.id,
+            tool: tool.name,
+            action: actionName,
+            idempotent: action.idempotent,
+            streams: action.streams?.(params) === true,
+            params,
+          })
+    const cacheFacts = {
+      tool: tool.name,
+      action: actionName,
+      correlationId: ctx.correlationId,
+      startedAt: callStarted,
+    }
+    if (cached?.probe.fresh !== undefined)
+      return cachedToolAnswer(cached.probe.fresh, 'HIT', outcome.filter, cacheFacts)
 
     const settings = toolSettings(ctx.config, tool)
     const secret = await secretFor(settings, tool.name, agent.id)
@@ -256,9 +289,12 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
           result.usage.promptTokens + result.usage.completionTokens,
         )
       }
+      if (cached !== undefined && deps.cache !== undefined)
+        storeToolAnswer(deps.cache, cached, result.data, result.upstreamStatus)
       const data = outcome.filter === null ? result.data : outcome.filter.apply(result.data).value
       return {
         status: 200,
+        headers: cached === undefined ? undefined : { 'x-cache': 'MISS' },
         body: {
           data,
           metadata: {
@@ -272,6 +308,13 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
           },
         },
       }
+    } catch (err) {
+      // stale-if-error: a failing upstream (or an open breaker) is answered from a stale entry.
+      if (cached?.probe.stale !== undefined && isUpstreamFailure(err)) {
+        deps.cache?.metrics.lookup('tool', 'stale')
+        return cachedToolAnswer(cached.probe.stale, 'STALE', outcome.filter, cacheFacts)
+      }
+      throw err
     } finally {
       if (!streaming) closing.dispose()
     }
@@ -348,6 +391,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
       : createOpenAIPassthrough({
           tool: openaiTool,
           client,
+          limiter: deps.limiter,
           authorize,
           secretFor,
           recordTokens: (rule, agentId, tokens) => deps.enforcer.recordTokens(rule, agentId, tokens),
