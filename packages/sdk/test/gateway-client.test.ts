@@ -106,6 +106,23 @@ describe('GatewayClient against a running gateway', () => {
     assert.equal(tokens.count, 2)
   })
 
+  it('replaces a token that expired on the way and repeats the call once', async () => {
+    const tokens = counting('/v1/token')
+    let delayed = false
+    // A slow network: the first tool call leaves with a token that is dead when it arrives.
+    const slow = (async (input: string | URL | Request, init?: RequestInit) => {
+      if (!delayed && new URL(String(input)).pathname.startsWith('/v1/tools/')) {
+        delayed = true
+        await new Promise((done) => setTimeout(done, 1500))
+      }
+      return tokens.fetch(input, init)
+    }) as typeof fetch
+    const { client } = await agentClient('slow-bot', { ttl: 1, fetch: slow })
+    const { metadata } = await client.serpapi.search({ q: 'late' })
+    assert.equal(metadata.upstreamStatus, 200)
+    assert.equal(tokens.count, 2)
+  })
+
   it('binds the token to the agent key with dpop and proves the key on every call', async () => {
     const { client } = await agentClient('bound-bot', { dpop: true })
     await client.serpapi.search({ q: 'bound' })
