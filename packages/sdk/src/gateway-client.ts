@@ -159,8 +159,8 @@ export class GatewayClient {
     return (await this.tokens.get()).value
   }
 
-  /** Call `tool.action` with `params`; resolves with `{data, metadata}`, rejects with a typed error. */
-  async call<T = unknown>(
+  /** `tools.call`: resolves with `{data, metadata}`, rejects with a typed error. */
+  private async call<T = unknown>(
     tool: string,
     action: string,
     params: object = {},
