@@ -28,6 +28,7 @@ import { PolicyService } from './policy/policy-service.ts'
 import { createLimitMetrics } from './ratelimit/limit-metrics.ts'
 import { createRateLimiter } from './ratelimit/limiter.ts'
 import { createChannelCall } from './resilience/channel-call.ts'
+import { createIdempotency } from './resilience/idempotency.ts'
 import { createResilience } from './resilience/registry.ts'
 import { openSecretService, type SecretService } from './secrets/secret-service.ts'
 import { builtinTools } from './tools/registry.ts'
@@ -224,6 +225,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     onRetry: (kind, name) => metrics.upstreamRetry(kind, name),
   })
   metrics.trackBreakers(resilience.breakerStates)
+  // Idempotency-Key records in the Store: shared by every instance on the same Postgres.
+  const idempotency = createIdempotency(opened.store.idempotency, {
+    onError: (err) => log.warn({ err }, 'idempotency record could not be written'),
+  })
   // Stage 4 on the same shared state as identity: Redis when configured, so every instance
   // counts against the same limits.
   const limiter = createRateLimiter({
@@ -243,6 +248,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     cache,
     tools: builtinTools,
     resilience,
+    idempotency,
     enforcer,
     policies,
     secrets: secretService,
@@ -308,6 +314,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     await admin?.close()
     policies.stop()
     secretService.close()
+    idempotency.close()
     await tools.close()
     await opened.close()
     await pools.close()
@@ -342,6 +349,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await adminApp.close()
       policies.stop()
       secretService.close()
+      idempotency.close()
       await tools.close()
       await opened.close()
       await pools.close()

@@ -12,6 +12,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { CompiledChannel } from '../config/compile.ts'
 import { contextValue, type RequestContext, requestIdHeaderFor } from '../http/context.ts'
+import { addLimitHeaders } from '../ratelimit/limiter.ts'
 import type { ProxyResult } from '../upstreams/http-proxy.ts'
 import type { CachePolicy } from './compile-cache.ts'
 import { type CacheProbe, cacheDirectives, type ResponseCache, type StoredAnswer } from './response-cache.ts'
@@ -72,6 +73,7 @@ function writeStored(
   headers['x-correlation-id'] = ctx.correlationId
   const idHeader = requestIdHeaderFor(ctx, stored.status)
   if (idHeader !== undefined) headers[idHeader] = ctx.requestId
+  if (ctx.rateLimit !== undefined) addLimitHeaders(headers, ctx.rateLimit)
   ctx.status = stored.status
   res.writeHead(stored.status, headers)
   res.end(ctx.method === 'HEAD' ? undefined : stored.body)

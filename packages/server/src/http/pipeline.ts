@@ -20,6 +20,7 @@ import { type Authorized, parkedReply } from '../policy/enforcer.ts'
 import { type DecisionInput, scopeHas } from '../policy/policy-set.ts'
 import type { CompiledLimit } from '../ratelimit/compile-limits.ts'
 import {
+  addLimitHeaders,
   type LimitCheck,
   type LimitVerdict,
   type RateLimiter,
@@ -212,6 +213,8 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     const idHeader = requestIdHeaderFor(ctx, status)
     if (idHeader !== undefined) headers[idHeader] = ctx.requestId
+    // The tightest limit, tool routes' own included (they may tighten it after stage 4).
+    if (ctx.rateLimit !== undefined) addLimitHeaders(headers, ctx.rateLimit)
     ctx.status = status
     res.writeHead(status, headers)
     res.end(ctx.method === 'HEAD' ? undefined : text)
@@ -255,8 +258,6 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     const run = (): void => {
       route.handle(req, ctx).then(
         (answer) => {
-          // The compatibility tool route may have checked the tool's limits too.
-          if (ctx.rateLimit !== undefined) setLimitHeaders(res, ctx.rateLimit)
           sendJson(res, ctx, answer.status, answer.body, answer.headers)
           record(ctx, true)
         },
@@ -279,11 +280,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     return deps.limiter.check(limits, ctx, req)
   }
 
-  function admit(res: ServerResponse, ctx: RequestContext, verdict: LimitVerdict | undefined): void {
-    if (verdict === undefined) return
-    ctx.rateLimit = verdict
-    // Set on the response now, so that every writer (the proxy's writeHead included) sends them.
-    setLimitHeaders(res, verdict)
+  // Every writer (sendJson, sendStream, the proxy, the cache) adds the headers from ctx.
+  function admit(ctx: RequestContext, verdict: LimitVerdict | undefined): void {
+    if (verdict !== undefined) ctx.rateLimit = verdict
   }
 
   /** Stage 4 in front of `next`; the common case (memory state, or no limit) costs no promise. */
@@ -308,14 +307,14 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     if (checked instanceof Promise) {
       checked.then(
         (verdict) => {
-          admit(res, ctx, verdict)
+          admit(ctx, verdict)
           next()
         },
         (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
       )
       return
     }
-    admit(res, ctx, checked)
+    admit(ctx, checked)
     next()
   }
 
@@ -544,11 +543,11 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       const checked = checkLimits(req, ctx, ctx.config.rateLimits.routes)
       if (checked instanceof Promise) {
         return checked.then((verdict) => {
-          admit(res, ctx, verdict)
+          admit(ctx, verdict)
           return route.handle(req, ctx, principal)
         })
       }
-      admit(res, ctx, checked)
+      admit(ctx, checked)
       return route.handle(req, ctx, principal)
     }
     let pending: Promise<JsonAnswer | StreamAnswer>
@@ -561,8 +560,6 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     pending.then(
       (result) => {
-        // A tool call may have checked its tool's limits, tighter than the route's.
-        if (ctx.rateLimit !== undefined) setLimitHeaders(res, ctx.rateLimit)
         if ('stream' in result) {
           sendStream(res, ctx, result)
           return
@@ -582,6 +579,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     const idHeader = requestIdHeaderFor(ctx, answer.status)
     if (idHeader !== undefined) headers[idHeader] = ctx.requestId
+    if (ctx.rateLimit !== undefined) addLimitHeaders(headers, ctx.rateLimit)
     ctx.status = answer.status
     res.writeHead(answer.status, headers)
     const iterator = answer.stream[Symbol.asyncIterator]()

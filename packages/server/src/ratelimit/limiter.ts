@@ -8,7 +8,7 @@
  * `failOpen` decides: admit (the default) or refuse. Either is counted and logged, at most once
  * per interval; the state reconnects by itself, so the limits work again without a restart.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { GatewayError } from '../errors/gateway-error.ts'
 import type { RequestContext } from '../http/context.ts'
 import type { Logger } from '../observability/logger.ts'
@@ -48,7 +48,18 @@ export interface RateLimiterDeps {
 // One warning per this interval while the state is failing, with how many it stood for.
 const warnEveryMs = 10_000
 
-/** The `RateLimit-*` headers of `verdict` on `res` (kept by writeHead, which merges them). */
+/**
+ * The `RateLimit-*` headers of `verdict`, added to the headers object an answer's writeHead gets.
+ * Not through setHeader: once one header is set that way, writeHead puts every other header
+ * through setHeader too, which costs a proxied answer more than the whole limit check.
+ */
+export function addLimitHeaders(headers: OutgoingHttpHeaders, verdict: LimitVerdict): void {
+  headers['ratelimit-limit'] = verdict.limit
+  headers['ratelimit-remaining'] = verdict.remaining
+  headers['ratelimit-reset'] = Math.ceil(verdict.resetMs / 1000)
+}
+
+/** The `RateLimit-*` headers on `res`, for answers off the hot path (errors). */
 export function setLimitHeaders(res: ServerResponse, verdict: LimitVerdict): void {
   res.setHeader('ratelimit-limit', verdict.limit)
   res.setHeader('ratelimit-remaining', verdict.remaining)

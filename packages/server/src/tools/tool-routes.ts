@@ -24,6 +24,14 @@ import type { DecisionTarget } from '../policy/policy-set.ts'
 import type { RateLimiter } from '../ratelimit/limiter.ts'
 import { noResilience } from '../resilience/policy.ts'
 import { createResilience, type Resilience } from '../resilience/registry.ts'
+import {
+  errorToKeep,
+  type IdempotencyService,
+  idempotencyKeyOf,
+  replayedHeader,
+  requestHashOf,
+} from '../resilience/idempotency.ts'
+import { canonicalJson } from '../policy/guards/args-shape.ts'
 import { createResilientClient } from '../resilience/resilient-client.ts'
 import type { Store } from '../store/types.ts'
 import { ClientGone } from './call-abort.ts'
@@ -67,6 +75,8 @@ export interface ToolRouteDeps {
   onError?: (err: unknown) => void
   /** Breakers, retry budgets and bulkheads of the tools (shared with the channels' systems). */
   resilience?: Resilience
+  /** `Idempotency-Key` on tool calls: executed once, repeats answered from the store. */
+  idempotency?: IdempotencyService
   /** Checks each tool's rate limits (stage 4 for what only the tool route knows: the tool). */
   limiter?: RateLimiter
   /** Stage 6: answers of idempotent actions the config caches (`tools.NAME.cacheTtl`). */
@@ -331,7 +341,41 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     const { tool, action } = lookup(toolName, actionName)
     const body = await readBody(req, ctx.config.gateway.bodyLimitBytes)
     const params = parseJsonObject(body, 'The parameters')
-    return runTool({ req, ctx, principal, agent }, tool, actionName, action, params, body.length, true)
+    const facts = { req, ctx, principal, agent }
+    const key = deps.idempotency === undefined ? undefined : idempotencyKeyOf(req)
+    if (key === undefined) return runTool(facts, tool, actionName, action, params, body.length, true)
+    // A stream is relayed as it arrives and cannot be kept for a repeat.
+    if (action.streams?.(params) === true) {
+      throw new GatewayError('bad_request', 'Idempotency-Key cannot be used on a streamed call.', {
+        details: { reason: 'idempotency_stream' },
+      })
+    }
+    const result = await deps.idempotency!.run(
+      {
+        principal: agent.id,
+        key,
+        requestHash: requestHashOf('tool', tool.name, actionName, canonicalJson(params)),
+        ...ctx.config.idempotency,
+      },
+      async () => {
+        const answer = await runTool(facts, tool, actionName, action, params, body.length, true)
+        // A call parked for approval has not run yet: its key stays free for the approved replay.
+        if ('stream' in answer || answer.status === 202) return { value: answer, answer: undefined }
+        const headers = { 'content-type': 'application/json; charset=utf-8', ...answer.headers }
+        return {
+          value: answer,
+          answer: { status: answer.status, headers, body: Buffer.from(JSON.stringify(answer.body)) },
+        }
+      },
+      (err) => errorToKeep(err, ctx.requestId),
+    )
+    if (!result.replayed) return result.value
+    const { 'content-type': _, ...headers } = result.answer.headers
+    return {
+      status: result.answer.status,
+      body: JSON.parse(result.answer.body.toString('utf8')),
+      headers: { ...headers, [replayedHeader]: 'true' },
+    }
   }
 
   const list: AgentRoute = {

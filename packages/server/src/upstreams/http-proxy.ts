@@ -9,6 +9,7 @@ import type { Dispatcher } from 'undici'
 import type { CompiledChannel } from '../config/compile.ts'
 import { GatewayError } from '../errors/gateway-error.ts'
 import { contextValue, type RequestContext } from '../http/context.ts'
+import { addLimitHeaders } from '../ratelimit/limiter.ts'
 
 /** Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus ones we rebuild. */
 const hopByHop = new Set([
@@ -164,6 +165,7 @@ function responseHeaders(
   const { header, on } = ctx.config.gateway.requestId
   if (on === 'always') out[header] = ctx.requestId
   out['x-correlation-id'] = ctx.correlationId
+  if (ctx.rateLimit !== undefined) addLimitHeaders(out, ctx.rateLimit)
   return out
 }
 
