@@ -10,6 +10,7 @@ import { type FakeUpstreams, startFakeUpstreams } from '../../packages/server/sr
 import { startTestGateway, type TestGateway } from '../support/gateway.ts'
 import { dropSchemaAndKeys, requireService, serviceUrls } from '../support/services.ts'
 import { agentToken, expectError, putSecret } from '../support/tools.ts'
+import { closedPort, startUpstream, type TestUpstream } from '../support/upstream.ts'
 
 const gmailToken = `ya29.${randomBytes(12).toString('hex')}`
 const credentials = { serpapi: 'unused-serp', openai: 'unused-openai', gmail: gmailToken }
@@ -141,6 +142,98 @@ describe('Idempotency-Key on tool calls (SQLite)', () => {
     await expectError(await send(gw, token, 'x'.repeat(256), mail('long key')), 400, 'bad_request')
     await expectError(await send(gw, token, 'with space', mail('spaced key')), 400, 'bad_request')
     assert.equal(fakes.gmail.sent.length, sent)
+  })
+})
+
+describe('Idempotency-Key on a channel POST', () => {
+  let orders: TestUpstream
+  let gw: TestGateway
+  let port: number
+  let created = 0
+
+  const post = (key: string | undefined, body: string, path = '/orders/new') =>
+    fetch(`${gw.publicUrl}${path}`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        ...(key === undefined ? {} : { 'idempotency-key': key }),
+      },
+      body,
+    })
+
+  before(async () => {
+    orders = await startUpstream((req, res, body) => {
+      const delay = req.url?.includes('slow') ? 300 : 0
+      setTimeout(() => {
+        created++
+        res.writeHead(201, { 'content-type': 'application/json', location: `/orders/${created}` })
+        res.end(JSON.stringify({ id: created, got: body.toString('utf8') }))
+      }, delay)
+    })
+    port = await closedPort()
+    gw = await startTestGateway({
+      gateway: { logLevel: 'warn' },
+      systems: {
+        orders: { kind: 'http', url: orders.url },
+        down: { kind: 'http', url: `http://127.0.0.1:${port}` },
+      },
+      channels: [
+        { name: 'orders', prefix: '/orders', system: 'orders', rules: [{ path: '*', public: true }] },
+        { name: 'down', prefix: '/down', system: 'down', rules: [{ path: '*', public: true }] },
+      ],
+    })
+  })
+  after(async () => {
+    await gw?.stop()
+    await orders?.close()
+  })
+
+  it('creates once and answers a repeat with the first status, headers and body', async () => {
+    const key = randomUUID()
+    const before = orders.requests.length
+    const first = await post(key, '{"item":"tea"}')
+    const firstBody = await first.text()
+    assert.equal(first.status, 201, firstBody)
+    const repeat = await post(key, '{"item":"tea"}')
+    assert.equal(repeat.status, 201)
+    assert.equal(repeat.headers.get('idempotent-replayed'), 'true')
+    assert.equal(repeat.headers.get('location'), first.headers.get('location'))
+    assert.equal(await repeat.text(), firstBody)
+    assert.equal(orders.requests.length - before, 1)
+    assert.equal(orders.requests.at(-1)?.headers['idempotency-key'], key, 'the key reaches the backend too')
+  })
+
+  it('refuses the same key with another body with 422, and a POST without a key streams as before', async () => {
+    const key = randomUUID()
+    assert.equal((await post(key, '{"item":"tea"}')).status, 201)
+    await expectError(await post(key, '{"item":"coffee"}'), 422, 'unprocessable')
+    const before = orders.requests.length
+    assert.equal((await post(undefined, '{"item":"tea"}')).status, 201)
+    assert.equal((await post(undefined, '{"item":"tea"}')).status, 201)
+    assert.equal(orders.requests.length - before, 2)
+  })
+
+  it('makes a concurrent repeat wait for the first POST', async () => {
+    const key = randomUUID()
+    const before = orders.requests.length
+    const [a, b] = await Promise.all([post(key, '{}', '/orders/slow'), post(key, '{}', '/orders/slow')])
+    assert.deepEqual([a.status, b.status], [201, 201])
+    assert.equal(await a.text(), await b.text())
+    assert.equal(orders.requests.length - before, 1)
+  })
+
+  it('frees the key when the backend could not be reached, so a repeat tries again', async () => {
+    const key = randomUUID()
+    await expectError(await post(key, '{}', '/down/x'), 502, 'upstream_error')
+    const again = await post(key, '{}', '/down/x')
+    assert.equal(again.headers.get('idempotent-replayed'), null)
+    await expectError(again, 502, 'upstream_error')
+  })
+
+  it('refuses a body over the limit with 413 and keeps nothing', async () => {
+    const key = randomUUID()
+    await expectError(await post(key, 'x'.repeat(2 * 1024 * 1024)), 413, 'payload_too_large')
+    assert.equal((await post(key, '{}')).status, 201)
   })
 })
 

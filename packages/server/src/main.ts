@@ -271,7 +271,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     limiter,
     cache,
     readiness,
-    forward: createChannelCall(resilience),
+    forward: createChannelCall(resilience, idempotency),
   })
   metrics.trackInflight(pipeline.inflight)
   const publicServer = createPublicServer(pipeline, { maxHeaderBytes: initial.gateway.maxHeaderBytes })

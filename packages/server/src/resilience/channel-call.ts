@@ -13,6 +13,8 @@ import { GatewayError, toGatewayError } from '../errors/gateway-error.ts'
 import type { RequestContext } from '../http/context.ts'
 import { forwardRequest, type HeldAnswer, type ProxyResult } from '../upstreams/http-proxy.ts'
 import { guard, type Outcome } from './guard.ts'
+import type { IdempotencyService } from './idempotency.ts'
+import { forwardIdempotent, wantsIdempotency } from './idempotent-channel.ts'
 import type { Resilience } from './registry.ts'
 import type { AbortSource } from './retry.ts'
 
@@ -75,9 +77,16 @@ function clientLeaving(res: ServerResponse): AbortSource & { expire(): void; rea
 
 type Attempt = { result: ProxyResult } | { held: HeldAnswer }
 
-/** Build the channel call: `forwardRequest`'s signature, with the system's resilience around it. */
-export function createChannelCall(resilience: Resilience): ForwardFn {
+/**
+ * Build the channel call: `forwardRequest`'s signature, with the system's resilience around it,
+ * and POSTs with an `Idempotency-Key` executed once when `idempotency` is given.
+ */
+export function createChannelCall(resilience: Resilience, idempotency?: IdempotencyService): ForwardFn {
   return function call(req, res, ctx, channel, path, dispatcher, done) {
+    if (idempotency !== undefined && wantsIdempotency(req, ctx)) {
+      forwardIdempotent(resilience, idempotency, req, res, ctx, channel, path, dispatcher, done)
+      return
+    }
     const policy = channel.system.resilience
     // No resilience configured: the proxy as it is, nothing allocated.
     if (policy.signature === '') {

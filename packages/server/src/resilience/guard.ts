@@ -79,6 +79,12 @@ export function isUpstreamFailure(err: unknown): boolean {
   return err instanceof GatewayError && (err.code === 'upstream_error' || err.code === 'upstream_timeout')
 }
 
+/** Whether the request surely never reached the upstream (no connection was made). */
+export function neverSent(err: unknown): boolean {
+  const code = causeCode(err)
+  return code !== undefined && neverSentCodes.has(code)
+}
+
 function retryableError(err: unknown, idempotent: boolean): boolean {
   if (err instanceof GatewayError && err.details?.['timeout'] === 'total') return false
   const code = causeCode(err)

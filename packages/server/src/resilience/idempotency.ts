@@ -12,6 +12,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { GatewayError } from '../errors/gateway-error.ts'
 import { errorBody } from '../errors/write-error.ts'
+import { neverSent } from './guard.ts'
 import type { IdempotencyStore, IdempotentAnswer } from '../store/types.ts'
 
 /** The header (draft-ietf-httpapi-idempotency-key-header). */
@@ -151,10 +152,14 @@ export function createIdempotency(
   }
 }
 
-/** The answer of an error to keep: errors after the upstream was reached may have had effects. */
+/**
+ * The answer of an error to keep: a failure once the request may have reached the upstream could
+ * have had its effect, so a repeat must not try again. A refused connection sent nothing.
+ */
 export function errorToKeep(err: unknown, requestId: string): IdempotentAnswer | undefined {
   if (!(err instanceof GatewayError)) return undefined
   if (err.code !== 'upstream_error' && err.code !== 'upstream_timeout') return undefined
+  if (neverSent(err)) return undefined
   return {
     status: err.status,
     headers: { 'content-type': 'application/json; charset=utf-8', ...err.headers },

@@ -102,7 +102,12 @@ function lowerName(name: string): string {
   return lower
 }
 
-function requestHeaders(req: IncomingMessage, ctx: RequestContext, channel: CompiledChannel): string[] {
+/** The headers sent upstream for `req` (also used by the idempotent POST path, resilience/). */
+export function requestHeaders(
+  req: IncomingMessage,
+  ctx: RequestContext,
+  channel: CompiledChannel,
+): string[] {
   const { gateway } = ctx.config
   // With requestId.on: none the gateway leaves the header alone: a client's copy passes through.
   const idHeader = gateway.requestId.on === 'none' ? undefined : gateway.requestId.header
@@ -146,7 +151,8 @@ function requestHeaders(req: IncomingMessage, ctx: RequestContext, channel: Comp
   return out
 }
 
-function responseHeaders(
+/** The headers sent to the client for an upstream answer. */
+export function responseHeaders(
   upstream: Record<string, string | string[] | undefined>,
   ctx: RequestContext,
   channel: CompiledChannel,
