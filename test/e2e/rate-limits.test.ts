@@ -273,7 +273,16 @@ describe('rate limits in Redis', () => {
     const answers = await Promise.all(
       Array.from({ length: 20 }, (_, i) => fetch(`${(i % 2 === 0 ? a : b).publicUrl}/shared/x`)),
     )
-    assert.equal(answers.filter((r) => r.status === 200).length, 6)
+    const admitted = answers.filter((r) => r.status === 200)
+    assert.equal(admitted.length, 6)
+    assert.deepEqual(admitted.map((r) => r.headers.get('ratelimit-remaining')).sort(), [
+      '0',
+      '1',
+      '2',
+      '3',
+      '4',
+      '5',
+    ])
     assert.equal(answers.filter((r) => r.status === 429).length, 14)
     await Promise.all(answers.map((r) => r.arrayBuffer()))
   })

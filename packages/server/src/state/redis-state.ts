@@ -50,6 +50,8 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])`,
    * Redis's clock so that instances with skewed clocks agree. {1 admitted | 0 refused, remaining,
    * reset ms, retry-after ms}, times rounded up (Redis truncates a Lua number to an integer).
    * The TAT is kept to the microsecond: tostring would round it to 14 digits, a tenth of a ms.
+   * An emission interval below the clock's resolution (a billion a second) adds nothing to a TAT
+   * of 1.7e12 ms, so `used` can be 0: the expiry is at least 1 ms, as PX 0 is an error.
    */
   runrRateLimit: `
 local t = redis.call('TIME')
@@ -62,7 +64,7 @@ local used = tat + emission - now
 if used > window + ${rateSlackMs} then
   return {0, 0, math.ceil(tat - now), math.ceil(used - window)}
 end
-redis.call('SET', KEYS[1], string.format('%.3f', tat + emission), 'PX', math.ceil(used))
+redis.call('SET', KEYS[1], string.format('%.3f', tat + emission), 'PX', math.max(1, math.ceil(used)))
 return {1, math.floor((window - used) / emission + ${rateSlackMs}), math.ceil(used), 0}`,
 } as const
 

@@ -475,6 +475,18 @@ for (const impl of implementations) {
       )
     })
 
+    it('admits a limit far above any load (a billion a second) with its burst left', async (t) => {
+      const state = await open(t)
+      if (!state) return
+      const spec = { emissionMs: 1e-6, windowMs: 1000 }
+      const bucket = unique('huge')
+      for (let i = 0; i < 3; i++) {
+        const decision = await rate(state, bucket, 's', spec)
+        assert.equal(decision.allowed, true)
+        assert.ok(decision.remaining > 999_000_000, `remaining ${decision.remaining}`)
+      }
+    })
+
     it('keeps limits and subjects apart', async (t) => {
       const state = await open(t)
       if (!state) return
