@@ -22,7 +22,15 @@ import {
   TimeoutError,
   UpstreamError,
 } from '../src/index.ts'
-import { refusal, rejection, type SdkGateway, startFront, startSdkGateway, testAdminKey } from './support.ts'
+import {
+  loseAnswer,
+  refusal,
+  rejection,
+  type SdkGateway,
+  startFront,
+  startSdkGateway,
+  testAdminKey,
+} from './support.ts'
 
 const scope = 'serpapi:search openai:chat openai:embeddings gmail:send gmail:profile http_fetch:get'
 
@@ -361,6 +369,27 @@ describe('retries through a server in front of the gateway', () => {
     assert.equal(keys.length, 3)
     assert.match(String(keys[0]), /^[0-9a-f-]{36}$/)
     assert.deepEqual(new Set(keys).size, 1)
+  })
+
+  it('retries a call whose answer was lost with the same key, and the gateway runs it once', async () => {
+    const client = await frontClient('lossy-bot')
+    await client.accessToken()
+    const chats = () => gw.fakes.openai.requests.filter((r) => r.path === '/v1/chat/completions').length
+    const upstreamBefore = chats()
+    const before = toolCalls().length
+    front.answer('/v1/tools/', loseAnswer)
+    const { data } = await client.openai.chat({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'once' }],
+    })
+    assert.equal(data.choices[0]!.message.role, 'assistant')
+    const keys = toolCalls()
+      .slice(before)
+      .map((r) => r.headers['idempotency-key'])
+    assert.equal(keys.length, 2)
+    assert.equal(keys[0], keys[1])
+    assert.equal(chats() - upstreamBefore, 1, 'the upstream was called once')
+    assert.equal(front.answers.at(-1)!.headers.get('idempotent-replayed'), 'true')
   })
 
   it('sends the caller’s idempotency key on every attempt', async () => {

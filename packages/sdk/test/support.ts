@@ -107,28 +107,35 @@ export interface FrontRequest {
  */
 export async function startFront(target: string) {
   const seen: FrontRequest[] = []
-  const script: Array<{ prefix: string; reply: (res: ServerResponse) => void }> = []
+  const script: Array<{ prefix: string; reply: Reply }> = []
+  const answers: Array<{ path: string; status: number; headers: Headers }> = []
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
     seen.push({ method: req.method!, path: req.url!, headers: req.headers })
-    const next = script.findIndex((entry) => req.url!.startsWith(entry.prefix))
-    if (next >= 0) {
-      script.splice(next, 1)[0]!.reply(res)
-      return
-    }
     const headers = new Headers()
     for (const [name, value] of Object.entries(req.headers)) {
       if (typeof value === 'string' && !hopHeaders.has(name)) headers.set(name, value)
     }
-    try {
+    const forward = async () => {
       const body = chunks.length === 0 ? undefined : Buffer.concat(chunks)
       const answer = await fetch(target + req.url, { method: req.method!, headers, body })
+      const bytes = Buffer.from(await answer.arrayBuffer())
+      answers.push({ path: req.url!, status: answer.status, headers: answer.headers })
+      return { answer, bytes }
+    }
+    const next = script.findIndex((entry) => req.url!.startsWith(entry.prefix))
+    try {
+      if (next >= 0) {
+        await script.splice(next, 1)[0]!.reply(res, forward)
+        return
+      }
+      const { answer, bytes } = await forward()
       const out: Record<string, string> = {}
       answer.headers.forEach((value, name) => {
         if (!hopHeaders.has(name)) out[name] = value
       })
-      res.writeHead(answer.status, out).end(Buffer.from(await answer.arrayBuffer()))
+      res.writeHead(answer.status, out).end(bytes)
     } catch (err) {
       res.writeHead(599, { 'content-type': 'text/plain' }).end(`front: ${(err as Error).message}`)
     }
@@ -138,8 +145,10 @@ export async function startFront(target: string) {
   return {
     url: `http://127.0.0.1:${port}`,
     seen,
+    /** What the gateway answered to each forwarded request. */
+    answers,
     /** Queue replies for the next requests whose path starts with `prefix`, in order. */
-    answer(prefix: string, ...replies: Array<(res: ServerResponse) => void>) {
+    answer(prefix: string, ...replies: Reply[]) {
       for (const reply of replies) script.push({ prefix, reply })
     },
     /** The recorded requests whose path starts with `prefix`. */
@@ -150,6 +159,18 @@ export async function startFront(target: string) {
         server.close(() => done())
       }),
   }
+}
+
+/** A scripted reply; `forward` passes the request on to the gateway and reads its answer. */
+export type Reply = (
+  res: ServerResponse,
+  forward: () => Promise<{ answer: Response; bytes: Buffer }>,
+) => unknown
+
+/** The gateway does the work, but its answer is lost on the way back (the connection resets). */
+export const loseAnswer: Reply = async (res, forward) => {
+  await forward()
+  res.socket!.destroy()
 }
 
 /** A scripted reply: `status` with the gateway's common error body and extra headers. */
