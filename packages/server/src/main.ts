@@ -7,10 +7,12 @@ import type { AddressInfo } from 'node:net'
 import type { DestinationStream } from 'pino'
 import { type AdminKeys, resolveAdminKeys } from './admin/admin-keys.ts'
 import { createAdminServer } from './admin/admin-server.ts'
+import { auditAdminRoutes } from './admin/audit-routes.ts'
 import { configRoutes } from './admin/config-routes.ts'
 import { identityAdminRoutes } from './admin/identity-routes.ts'
 import { policyAdminRoutes } from './admin/policy-routes.ts'
 import { secretAdminRoutes } from './admin/secret-routes.ts'
+import { type AuditService, openAudit } from './audit/audit-service.ts'
 import { type Identity, openIdentity } from './auth/identity.ts'
 import { createCacheMetrics } from './cache/cache-metrics.ts'
 import { createResponseCache } from './cache/response-cache.ts'
@@ -23,6 +25,7 @@ import { type Authenticator, createPipeline, type PublicRoute, type Readiness } 
 import { createPublicServer } from './http/public-server.ts'
 import { createLogger, effectiveLogLevel, type Logger } from './observability/logger.ts'
 import { createMetrics, type Metrics } from './observability/metrics.ts'
+import { createTracing } from './observability/tracing.ts'
 import { PolicyEnforcer } from './policy/enforcer.ts'
 import { PolicyService } from './policy/policy-service.ts'
 import { createLimitMetrics } from './ratelimit/limit-metrics.ts'
@@ -159,6 +162,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   let draining = false
   let identityReady = false
+  let audit: AuditService | undefined
   const readiness = async (): Promise<Readiness> => {
     if (draining) return { ready: false, reasons: ['shutting down'] }
     const reasons = await probeDependencies(source.current())
@@ -166,6 +170,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     // The probes already name an unreachable Redis or Postgres; the identity's own connections
     // add what a probe cannot see (a wrong password, a connection that is still reconnecting).
     else if (identity !== undefined && reasons.length === 0) reasons.push(...(await identity.problems()))
+    const auditProblem = audit?.problem()
+    if (auditProblem !== undefined) reasons.push(auditProblem)
     return { ready: reasons.length === 0, reasons }
   }
 
@@ -201,9 +207,19 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     })
     await policies.start(policyResyncMs)
     if (fakes !== undefined) await seedDemoSecrets(secrets, initial, log)
+    // Checkpoints are signed with the token-signing key; its public half is attested under the
+    // master key, so a key written into the database by someone else does not verify.
+    audit = await openAudit({
+      config: initial,
+      currentConfig: source.current,
+      keyRing: opened.keyRing,
+      masterKeys: opened.masterKeys,
+      onError: (err, what) => log.error({ err }, what),
+    })
   } catch (err) {
     policies.stop()
     secrets?.close()
+    await audit?.close()
     await opened.close()
     await pools.close()
     await closeDemos()
@@ -259,6 +275,18 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   // ready; until then only /health, /ready and public channel rules can be served.
   const routes = new Map<string, PublicRoute>()
   const authenticators: Authenticator[] = []
+  // Read at start only: a reload does not rebuild the exporter.
+  const traces = initial.raw.tracing
+  const tracing =
+    traces === undefined
+      ? undefined
+      : createTracing({
+          endpoint: traces.endpoint,
+          serviceName: traces.serviceName ?? '4runr-gateway',
+          sampleRatio: traces.sampleRatio ?? 1,
+          headers: traces.headers ?? {},
+          flushMs: traces.flushMs ?? 2000,
+        })
   const pipeline = createPipeline({
     currentConfig: source.current,
     pools,
@@ -271,7 +299,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     limiter,
     cache,
     readiness,
+    audit,
     forward: createChannelCall(resilience, idempotency),
+    ...(tracing === undefined ? {} : { tracing }),
   })
   metrics.trackInflight(pipeline.inflight)
   const publicServer = createPublicServer(pipeline, { maxHeaderBytes: initial.gateway.maxHeaderBytes })
@@ -283,7 +313,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     issuer = initial.gateway.issuerConfigured
       ? initial.gateway.issuer
       : urlOf(publicServer, initial.gateway.listen.host)
-    const finished = opened.finish(issuer, (agent, scope) => policies.current().canEverGrant(agent, scope))
+    const finished = opened.finish(
+      issuer,
+      (agent, scope) => policies.current().canEverGrant(agent, scope),
+      audit === undefined ? undefined : (grant, issued) => audit?.tokenIssued(grant, issued),
+    )
     for (const [path, route] of finished.routes) routes.set(path, route)
     // The original 4Runr tool call: the token travels in the body.
     routes.set('/api/proxy-request', tools.proxyRequestRoute(finished.tokens))
@@ -296,6 +330,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       logger: log,
       readiness,
       routes: [
+        // First: its hooks record and guard every admin route.
+        ...(audit === undefined ? [] : [auditAdminRoutes(audit)]),
         configRoutes(source),
         identityAdminRoutes({ agents: opened.agents, tokens: finished.tokens, keyRing: opened.keyRing }),
         policyAdminRoutes({ policies, directory: opened.directory, store: opened.store }),
@@ -314,6 +350,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     await admin?.close()
     policies.stop()
     secretService.close()
+    await audit?.close()
     idempotency.close()
     await tools.close()
     await opened.close()
@@ -347,6 +384,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       publicServer.closeAllConnections()
       await closed
       await adminApp.close()
+      // Every queued entry is written and the head signed before the signing keys close.
+      await audit?.close()
       policies.stop()
       secretService.close()
       idempotency.close()
@@ -354,6 +393,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await opened.close()
       await pools.close()
       await closeDemos()
+      // The spans of the last requests are exported before the process goes.
+      await tracing?.shutdown().catch((err: unknown) => log.warn({ err }, 'exporting the last spans failed'))
       log.info({ abandoned }, 'gateway stopped')
       log.flush()
     })()

@@ -51,6 +51,8 @@ export interface Identity {
   finish(
     issuer: string,
     canGrant?: (agent: Agent, scope: string) => boolean,
+    /** Every token issued, for the audit ledger. */
+    onIssued?: (grant: string, issued: { sub: string; jti: string }) => void,
   ): {
     tokens: TokenService
     routes: Map<string, PublicRoute>
@@ -175,7 +177,7 @@ export async function openIdentity(options: {
       keyRing,
       masterKeys: master.keys,
       masterKeySource: master.source,
-      finish(issuer, canGrant) {
+      finish(issuer, canGrant, onIssued) {
         const tokens = new TokenService({
           config: () => current,
           issuer,
@@ -184,7 +186,10 @@ export async function openIdentity(options: {
           directory: directoryRef,
           state: stateRef,
           maxTtlCapMs: keyRing.maxTtlMs,
-          onIssued: (grant) => metrics.tokenIssued(grant),
+          onIssued: (grant, issued) => {
+            metrics.tokenIssued(grant)
+            onIssued?.(grant, issued)
+          },
           canGrant,
         })
         return {

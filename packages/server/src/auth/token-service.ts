@@ -37,8 +37,8 @@ export interface TokenServiceDeps {
   state: SharedState
   /** The longest lifetime the signing keys allow (the key ring's maxTtl, fixed at start). */
   maxTtlCapMs: number
-  /** Counts issued tokens by grant (runr_tokens_issued_total). */
-  onIssued?(grant: string): void
+  /** Counts issued tokens by grant (runr_tokens_issued_total) and records them in the audit ledger. */
+  onIssued?(grant: string, issued: { sub: string; jti: string }): void
   /**
    * Could any policy ever allow the agent this scope token? Issuance refuses scopes that cannot be
    * used (`invalid_scope`), so a token never carries more than the policies could honour.
@@ -169,7 +169,7 @@ export class TokenService {
     }
     this.grantable(agent, scope)
     const issued = await this.deps.tokens.issue({ sub: agent.id, scope, intent, ttlMs, akid: kid, jkt })
-    this.deps.onIssued?.('jwt-bearer')
+    this.deps.onIssued?.('jwt-bearer', issued.claims)
     return this.answer(issued, jkt, scope, intent)
   }
 
@@ -269,7 +269,7 @@ export class TokenService {
       parentJti: subject.jti,
       ancestors,
     })
-    this.deps.onIssued?.('token-exchange')
+    this.deps.onIssued?.('token-exchange', issued.claims)
     return { ...this.answer(issued, jkt, scope, intent), issued_token_type: accessTokenType }
   }
 
@@ -286,7 +286,7 @@ export class TokenService {
     const ttlMs = this.ttlMs(params['ttl'])
     this.grantable(agent, scope)
     const issued = await this.deps.tokens.issue({ sub: agent.id, scope, intent, ttlMs })
-    this.deps.onIssued?.('admin')
+    this.deps.onIssued?.('admin', issued.claims)
     return this.answer(issued, undefined, scope, intent)
   }
 

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { Command } from 'commander'
+import { type AuditTailOptions, type AuditVerifyOptions, auditTail, auditVerify } from './audit-commands.ts'
 import { configCheck } from './config-check.ts'
 import { agentCreate, CliError, type CliIo, keysRotate, tokenGet, tokenRevoke } from './identity-commands.ts'
 import { type PolicyTestOptions, policyTest } from './policy-commands.ts'
@@ -160,5 +161,28 @@ policy
   .option('--json', 'print the whole answer')
   .option(...adminOption)
   .action(run((opts: PolicyTestOptions) => policyTest(io, opts)))
+
+const audit = program.command('audit').description('the tamper-evident audit ledger (needs RUNR_ADMIN_KEY)')
+audit
+  .command('verify')
+  .description(
+    'recompute the hash chains and checkpoint signatures; prints the first broken entry of each chain and exits 1 when one is broken',
+  )
+  .option('--since <seq>', 'verify from this sequence number on')
+  .option('--instance <name>', 'only the chain of this instance')
+  .option('--json', 'print the whole report')
+  .option(...adminOption)
+  .action(run((opts: AuditVerifyOptions) => auditVerify(io, opts)))
+audit
+  .command('tail')
+  .description('print the latest entries, then new ones as they are written (Ctrl-C to stop)')
+  .option('--principal <principal>', 'only this principal, e.g. agent:ag_123')
+  .option('--target <target>', 'only this target, e.g. tool:serpapi')
+  .option('--decision <decision>', 'allow, deny or approval_required')
+  .option('--kind <kind>', 'call, token or admin')
+  .option('--interval <ms>', 'how often to poll (default 1000)')
+  .option('--json', 'one JSON entry per line')
+  .option(...adminOption)
+  .action(run((opts: AuditTailOptions) => auditTail(io, opts)))
 
 await program.parseAsync()

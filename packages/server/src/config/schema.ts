@@ -783,16 +783,75 @@ export const ConfigSchema = Type.Object(
         },
       ),
     ),
-
     audit: Type.Optional(
       Type.Object(
         {
           enabled: Type.Optional(Type.Boolean({ description: 'record the audit ledger (default true)' })),
           checkpointEvery: Type.Optional(
-            Type.Integer({ minimum: 1, description: 'sign the chain head every this many entries' }),
+            Type.Integer({
+              minimum: 1,
+              description: 'sign the chain head every this many entries, and on shutdown (default 1000)',
+            }),
+          ),
+          durability: Type.Optional(
+            Type.Union([Type.Literal('batched'), Type.Literal('sync')], {
+              description:
+                'batched (default): group commits within 50 ms, off the response path, flushed completely on a graceful stop; sync: each entry is committed before its response is written',
+            }),
+          ),
+          onFailure: Type.Optional(
+            Type.Union([Type.Literal('refuse'), Type.Literal('continue')], {
+              description:
+                'when the ledger cannot be written: refuse (default) answers calls with 503 audit_unavailable until it can; continue keeps serving and retries the entries',
+            }),
+          ),
+          retainDays: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              description:
+                'prune entries older than this many days, up to a signed checkpoint, so what remains still verifies (default: keep everything)',
+            }),
+          ),
+          instance: Type.Optional(
+            Type.String({
+              pattern: '^[A-Za-z0-9._:-]{1,64}$',
+              description:
+                "the name of this instance's chain (default: the host name); each instance of a cluster keeps its own chain",
+            }),
           ),
         },
         { ...closed, description: 'audit ledger (issue: audit)' },
+      ),
+    ),
+    tracing: Type.Optional(
+      Type.Object(
+        {
+          endpoint: Type.String({
+            pattern: '^https?://[^\\s]+$',
+            description:
+              'OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces; spans are recorded and exported only when it is set',
+          }),
+          serviceName: Type.Optional(
+            Type.String({ minLength: 1, description: 'service.name of the spans (default 4runr-gateway)' }),
+          ),
+          sampleRatio: Type.Optional(
+            Type.Number({
+              minimum: 0,
+              maximum: 1,
+              description:
+                "share of new traces recorded (default 1); a caller's traceparent decision is followed",
+            }),
+          ),
+          headers: Type.Optional(
+            Type.Record(Type.String(), Type.String(), {
+              description: 'headers sent with every export (a collector key: use ${env:…})',
+            }),
+          ),
+          flushMs: Type.Optional(
+            Type.Integer({ minimum: 10, description: 'longest wait before finished spans are exported (default 2000)' }),
+          ),
+        },
+        { ...closed, description: 'OpenTelemetry traces (read at start; a reload does not change them)' },
       ),
     ),
   },

@@ -28,6 +28,10 @@ export const errorCatalogue = {
   circuit_open: { status: 503, message: 'The upstream circuit breaker is open.' },
   bulkhead_full: { status: 503, message: 'Too many concurrent upstream calls.' },
   not_ready: { status: 503, message: 'The gateway is not ready.' },
+  audit_unavailable: {
+    status: 503,
+    message: 'The audit ledger cannot be written; calls are refused until it can (audit.onFailure: refuse).',
+  },
   upstream_timeout: { status: 504, message: 'The upstream did not answer in time.' },
 } as const satisfies Record<string, { status: number; message: string }>
 

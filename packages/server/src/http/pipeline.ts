@@ -9,6 +9,8 @@
  * Stage 4 checks the compiled rate limits (ratelimit/); stage 6 the response cache (cache/).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Attributes } from '@opentelemetry/api'
+import type { AuditService } from '../audit/audit-service.ts'
 import { serveCachedChannel } from '../cache/channel-cache.ts'
 import type { ResponseCache } from '../cache/response-cache.ts'
 import type { CompiledConfig } from '../config/compile.ts'
@@ -16,6 +18,7 @@ import { GatewayError, toGatewayError } from '../errors/gateway-error.ts'
 import { writeError } from '../errors/write-error.ts'
 import type { Logger } from '../observability/logger.ts'
 import type { Metrics } from '../observability/metrics.ts'
+import { decisionAttributes, inPhase, type Tracing } from '../observability/tracing.ts'
 import { type Authorized, parkedReply } from '../policy/enforcer.ts'
 import { type DecisionInput, scopeHas } from '../policy/policy-set.ts'
 import type { CompiledLimit } from '../ratelimit/compile-limits.ts'
@@ -33,6 +36,26 @@ import type { Pools } from '../upstreams/pools.ts'
 import { createContext, type Principal, type RequestContext, requestIdHeaderFor } from './context.ts'
 import { normalizePath } from './normalize-path.ts'
 import { type ChannelMatch, matchChannel, matchRule, upstreamPath } from './route-match.ts'
+
+/** Close the request span with what the request log line says. */
+function endTrace(ctx: RequestContext): void {
+  ctx.trace!.end(
+    ctx.route,
+    {
+      'http.route': ctx.route,
+      // The normalised path, without the query: that can carry keys.
+      'url.path': ctx.path,
+      'http.response.status_code': ctx.status,
+      'runr.correlation_id': ctx.correlationId,
+      ...(ctx.channel === undefined ? {} : { 'runr.channel': ctx.channel.name }),
+      ...(ctx.principal === undefined ? {} : { 'runr.principal': ctx.principal.id }),
+      ...(ctx.decision === undefined ? {} : { 'runr.decision': ctx.decision }),
+      ...(ctx.policyRule === undefined ? {} : { 'runr.policy_rule': ctx.policyRule }),
+      ...(ctx.errorCode === undefined ? {} : { 'error.type': ctx.errorCode }),
+    },
+    ctx.status,
+  )
+}
 
 /** Remember the decision for the request log line. */
 export function noteDecision(ctx: RequestContext, outcome: Authorized): void {
@@ -111,6 +134,10 @@ export interface PipelineDeps {
   /** Stage 6 for channel rules with `cache`. Without it nothing is served from a cache. */
   cache?: ResponseCache
   readiness(): Promise<Readiness>
+  /** The audit ledger (stage 9, and the refusal while it cannot be written); absent when disabled. */
+  audit?: Pick<AuditService, 'record' | 'hold' | 'refusal'>
+  /** OpenTelemetry spans per request, when `tracing.endpoint` is set. */
+  tracing?: Tracing
   /**
    * Stage 7 for channels: the proxy behind the system's bulkhead, breaker, retries and timeouts
    * (resilience/channel-call.ts). Without it, the bare proxy.
@@ -127,12 +154,35 @@ export interface Pipeline {
 /** Build the request handler for the public listener. */
 export function createPipeline(deps: PipelineDeps): Pipeline {
   let inflight = 0
-  const forward: ForwardFn = deps.forward ?? forwardRequest
+  const forwardUntraced: ForwardFn = deps.forward ?? forwardRequest
+  // The channel's upstream call as a client span, whose id the proxy sends upstream as the parent.
+  const forward: ForwardFn = (req, res, ctx, channel, path, dispatcher, done) => {
+    if (ctx.trace === undefined) {
+      forwardUntraced(req, res, ctx, channel, path, dispatcher, done)
+      return
+    }
+    const span = ctx.trace.upstream(`upstream ${channel.system.name}`, {
+      'runr.system': channel.system.name,
+      'server.address': channel.system.origin,
+    })
+    forwardUntraced(req, res, ctx, channel, path, dispatcher, (result) => {
+      span.end(
+        {
+          'http.response.status_code': result.status,
+          ...(result.error === undefined ? {} : { 'error.type': result.error.code }),
+        },
+        result.error !== undefined && result.error.status >= 500,
+      )
+      done(result)
+    })
+  }
 
   // Stage 9, record: metrics and the request log line. It runs exactly once per request, on
   // success and on every error path alike.
   function record(ctx: RequestContext, logging: boolean): void {
     inflight--
+    deps.audit?.record(ctx)
+    if (ctx.trace !== undefined) endTrace(ctx)
     const seconds = (performance.now() - ctx.startedAt) / 1000
     deps.metrics.observeRequest(ctx.route, ctx.method, ctx.status, seconds)
     if (ctx.upstreamMs !== undefined && ctx.channel !== undefined) {
@@ -188,12 +238,49 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
           : 'Bearer error="invalid_token", DPoP algs="EdDSA ES256"',
       )
     }
-    writeError(res, err, {
-      requestId: ctx.requestId,
-      requestIdHeader: requestIdHeaderFor(ctx, err.status),
-      correlationId: ctx.correlationId,
-    })
+    const held = deps.audit?.hold(ctx)
+    if (held === undefined) {
+      writeError(res, err, {
+        requestId: ctx.requestId,
+        requestIdHeader: requestIdHeaderFor(ctx, err.status),
+        correlationId: ctx.correlationId,
+      })
+    } else {
+      afterAudit(res, ctx, held, () =>
+        writeError(res, err, {
+          requestId: ctx.requestId,
+          requestIdHeader: requestIdHeaderFor(ctx, err.status),
+          correlationId: ctx.correlationId,
+        }),
+      )
+    }
     record(ctx, ctx.rule?.logging ?? true)
+  }
+
+  // audit.durability sync: the answer waits for its entry's commit (stage 9 then skips it), and
+  // becomes a 503 when the entry cannot be written and audit.onFailure is refuse. Counted as in
+  // flight meanwhile, so a graceful stop waits for it.
+  function afterAudit(
+    res: ServerResponse,
+    ctx: RequestContext,
+    held: Promise<GatewayError | undefined>,
+    write: () => void,
+  ): void {
+    inflight++
+    held.then((refused) => {
+      inflight--
+      if (refused === undefined) {
+        write()
+        return
+      }
+      ctx.status = refused.status
+      ctx.errorCode = refused.code
+      writeError(res, refused, {
+        requestId: ctx.requestId,
+        requestIdHeader: requestIdHeaderFor(ctx, refused.status),
+        correlationId: ctx.correlationId,
+      })
+    })
   }
 
   function sendJson(
@@ -216,8 +303,16 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     // The tightest limit, tool routes' own included (they may tighten it after stage 4).
     if (ctx.rateLimit !== undefined) addLimitHeaders(headers, ctx.rateLimit)
     ctx.status = status
-    res.writeHead(status, headers)
-    res.end(ctx.method === 'HEAD' ? undefined : text)
+    const held = deps.audit?.hold(ctx)
+    if (held === undefined) {
+      res.writeHead(status, headers)
+      res.end(ctx.method === 'HEAD' ? undefined : text)
+      return
+    }
+    afterAudit(res, ctx, held, () => {
+      res.writeHead(status, headers)
+      res.end(ctx.method === 'HEAD' ? undefined : text)
+    })
   }
 
   function builtin(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): boolean {
@@ -245,6 +340,12 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
         },
         (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
       )
+      return true
+    }
+    // audit.onFailure: refuse: past /health and /ready, nothing is served unaudited.
+    const refused = deps.audit?.refusal()
+    if (refused !== undefined) {
+      fail(req, res, ctx, refused)
       return true
     }
     const route = deps.routes?.get(ctx.path)
@@ -323,12 +424,26 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
   function authenticate(
     req: IncomingMessage,
     ctx: RequestContext,
-    from = 0,
+  ): Principal | undefined | Promise<Principal | undefined> {
+    return ctx.trace === undefined
+      ? authenticateFrom(req, ctx, 0)
+      : inPhase(
+          ctx.trace,
+          'authenticate',
+          () => authenticateFrom(req, ctx, 0),
+          (principal) => (principal === undefined ? undefined : { 'runr.principal.kind': principal.kind }),
+        )
+  }
+
+  function authenticateFrom(
+    req: IncomingMessage,
+    ctx: RequestContext,
+    from: number,
   ): Principal | undefined | Promise<Principal | undefined> {
     for (let i = from; i < deps.authenticators.length; i++) {
       const found = deps.authenticators[i]!(req, ctx)
       if (found instanceof Promise) {
-        return found.then((principal) => principal ?? authenticate(req, ctx, i + 1))
+        return found.then((principal) => principal ?? authenticateFrom(req, ctx, i + 1))
       }
       if (found !== undefined) return found
     }
@@ -339,6 +454,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     inflight++
     // Stage 1, context: ids first, so that even a malformed request gets an id in its error.
     const ctx = createContext(req, deps.currentConfig(), performance.now())
+    if (deps.tracing !== undefined) ctx.trace = deps.tracing.begin(ctx)
     try {
       // Stage 2, route. Everything after this reads only the normalised path, and the upstream
       // receives that same path: a rule cannot be bypassed by spelling a path differently.
@@ -453,7 +569,15 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     }
     let authorized: Authorized | Promise<Authorized> | undefined
     try {
-      authorized = authorizeChannel(req, ctx, principal, channel.name)
+      authorized =
+        ctx.trace === undefined
+          ? authorizeChannel(req, ctx, principal, channel.name)
+          : (inPhase(
+              ctx.trace,
+              'policy',
+              () => authorizeChannel(req, ctx, principal, channel.name),
+              decisionAttributes,
+            ) as Authorized | Promise<Authorized> | undefined)
     } catch (err) {
       fail(req, res, ctx, toGatewayError(err))
       return
