@@ -49,7 +49,8 @@ export function backoffDelay(
 /**
  * The wait before retry number `retry` (from 0) after `error`, or undefined when it must not be
  * retried: network errors, 429 and 503 are retried (503 `tool_unavailable` is configuration and
- * is not); everything else is an answer that will not change by asking again.
+ * is not), and 409 `idempotency_key_in_use`; everything else is an answer that will not change by
+ * asking again.
  */
 export function retryDelay(
   error: GatewayError,
@@ -61,7 +62,9 @@ export function retryDelay(
   const transient =
     error instanceof NetworkError ||
     error.status === 429 ||
-    (error.status === 503 && error.code !== 'tool_unavailable')
+    (error.status === 503 && error.code !== 'tool_unavailable') ||
+    // The first attempt (whose answer was lost) is still running under the same key.
+    (error.status === 409 && error.details?.['reason'] === 'idempotency_key_in_use')
   if (!transient) return undefined
   if (error.retryAfter !== undefined) {
     const ms = error.retryAfter * 1000

@@ -392,6 +392,26 @@ describe('retries through a server in front of the gateway', () => {
     assert.equal(front.answers.at(-1)!.headers.get('idempotent-replayed'), 'true')
   })
 
+  it('retries while the first attempt still runs, and the gateway runs the call once', async () => {
+    const client = await frontClient('hurried-bot')
+    await client.accessToken()
+    const chats = () => gw.fakes.openai.requests.filter((r) => r.path === '/v1/chat/completions').length
+    const upstreamBefore = chats()
+    gw.fakes.openai.faults.add({ kind: 'latency', ms: 800 })
+    // The connection drops at once, while the gateway goes on with the slow call.
+    front.answer('/v1/tools/', (res, forward) => {
+      forward().catch(() => {})
+      res.socket!.destroy()
+    })
+    const { data } = await client.openai.chat({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'slow' }],
+    })
+    assert.equal(data.choices[0]!.message.role, 'assistant')
+    assert.equal(chats() - upstreamBefore, 1, 'the upstream was called once')
+    assert.equal(front.answers.at(-1)!.headers.get('idempotent-replayed'), 'true')
+  })
+
   it('sends the caller’s idempotency key on every attempt', async () => {
     const client = await frontClient('keyed-bot')
     await client.accessToken()

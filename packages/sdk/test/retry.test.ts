@@ -65,6 +65,18 @@ describe('what is retried', () => {
     }
   })
 
+  it('retries while an earlier attempt with the same idempotency key is still running', () => {
+    const inUse = new GatewayError({
+      code: 'conflict',
+      message: 'in progress',
+      status: 409,
+      retryAfter: 1,
+      details: { reason: 'idempotency_key_in_use' },
+    })
+    assert.equal(retryDelay(inUse, 0, options), 1000)
+    assert.equal(retryDelay(gatewayError(409, 'conflict'), 0, options), undefined)
+  })
+
   it('waits exactly Retry-After when the gateway gives one', () => {
     assert.equal(retryDelay(gatewayError(429, 'rate_limited', 3), 0, options), 3000)
     assert.equal(retryDelay(gatewayError(503, 'not_ready', 0.25), 0, options), 250)
