@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { CompiledChannel, CompiledConfig, CompiledRule } from '../config/compile.ts'
+import type { RequestTrace } from '../observability/tracing.ts'
 import type { AgentFacts } from '../policy/policy-set.ts'
 import type { LimitVerdict } from '../ratelimit/limiter.ts'
 
@@ -29,10 +30,18 @@ export interface RequestContext {
   /** True when the client supplied the request id we kept. */
   readonly requestIdFromClient: boolean
   readonly correlationId: string
-  /** The trace id and our span id; `traceparent` sent upstream names our span as the parent. */
+  /**
+   * The trace id and our span id; `traceparent` sent upstream names our span as the parent. With
+   * tracing on, the span id becomes the upstream call's span once it starts, and the flags say
+   * whether the trace is sampled.
+   */
   readonly traceId: string
-  readonly spanId: string
-  readonly traceFlags: string
+  spanId: string
+  traceFlags: string
+  /** The caller's span from a valid incoming `traceparent`; the request span's parent. */
+  readonly parentSpanId: string | undefined
+  /** The request's spans when tracing is on and the trace is sampled. */
+  trace: RequestTrace | undefined
   readonly clientIp: string
   /** The normalised path (no query), set by the route stage. */
   path: string
@@ -84,12 +93,14 @@ export function createContext(
   // An invalid traceparent is replaced, never forwarded (W3C Trace Context §3.2.2.7); an
   // all-zero trace or parent id is invalid too.
   let traceId: string | undefined
+  let parentSpanId: string | undefined
   let traceFlags = '01'
   const traceparent = headerValue(req, 'traceparent')
   if (traceparent !== undefined) {
     const m = traceparentRe.exec(traceparent)
     if (m !== null && !/^0+$/.test(m[1]!) && !/^0+$/.test(m[2]!)) {
       traceId = m[1]!
+      parentSpanId = m[2]!
       traceFlags = m[3]!
     }
   }
@@ -108,6 +119,8 @@ export function createContext(
     traceId,
     spanId: newSpanId(),
     traceFlags,
+    parentSpanId,
+    trace: undefined,
     clientIp: req.socket.remoteAddress ?? '',
     path: '/',
     query: '',

@@ -15,6 +15,7 @@ import { GatewayError } from '../errors/gateway-error.ts'
 import type { Principal, RequestContext } from '../http/context.ts'
 import type { JsonAnswer, StreamAnswer } from '../http/pipeline.ts'
 import { readBody } from '../http/read-body.ts'
+import { decisionAttributes, inPhase } from '../observability/tracing.ts'
 import type { Authorized } from '../policy/enforcer.ts'
 import type { DecisionTarget } from '../policy/policy-set.ts'
 import type { RateLimiter } from '../ratelimit/limiter.ts'
@@ -183,7 +184,13 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
       checkShape(body)
     }
     const target: DecisionTarget = { kind: 'tool', tool: toolName, action: endpoint.action }
-    const authorized = deps.authorize(facts, target, body ?? endpoint.args ?? {}, bytes)
+    const args = body ?? endpoint.args ?? {}
+    const authorized = inPhase(
+      ctx.trace,
+      'policy',
+      () => deps.authorize(facts, target, args, bytes),
+      decisionAttributes,
+    )
     const outcome = authorized instanceof Promise ? await authorized : authorized
     if (outcome.kind === 'parked') return parkedAnswer(outcome)
 
@@ -225,6 +232,11 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
       idempotent: deps.tool.actions[endpoint.action]?.idempotent ?? endpoint.method === 'GET',
       policy: ctx.config.toolResilience.get(toolName) ?? noResilience,
     })
+    // Before the trace headers: its id is the parent they name.
+    const upstreamSpan = ctx.trace?.upstream(`tool ${toolName}.${endpoint.action}`, {
+      'runr.tool': toolName,
+      'runr.action': endpoint.action,
+    })
     const trace = traceHeadersOf(ctx)
     const started = performance.now()
     let relaying = false
@@ -232,10 +244,12 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
       if (!streaming) {
         const answer = await calls.call(settings, request, closing, trace)
         ctx.upstreamMs = performance.now() - started
+        upstreamSpan?.end({ 'http.response.status_code': answer.status })
         return await answerJson(answer, outcome, agent.id)
       }
       const opened = await calls.open(settings, request, closing, trace)
       ctx.upstreamMs = performance.now() - started
+      upstreamSpan?.end({ 'http.response.status_code': opened.status })
       const type = String(opened.headers['content-type'] ?? '').toLowerCase()
       if (opened.status < 200 || opened.status > 299 || !type.startsWith('text/event-stream')) {
         if (refusedKey.has(opened.status)) await opened.body[Symbol.asyncIterator]().return?.()
@@ -257,6 +271,9 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
         headers: { 'content-type': 'text/event-stream; charset=utf-8', ...passed(opened) },
         stream: detachAfter(stream, closing.dispose),
       }
+    } catch (err) {
+      upstreamSpan?.end({ 'error.type': (err as { code?: string }).code ?? 'internal' }, true)
+      throw err
     } finally {
       if (!relaying) closing.dispose()
     }

@@ -18,12 +18,12 @@ import type { Principal, RequestContext } from '../http/context.ts'
 import type { JsonAnswer, PublicRoute, StreamAnswer } from '../http/pipeline.ts'
 import { readBody } from '../http/read-body.ts'
 import { createDispatcherCache } from '../net/safe-fetch.ts'
+import { decisionAttributes, inPhase } from '../observability/tracing.ts'
 import type { Authorized, PolicyEnforcer } from '../policy/enforcer.ts'
+import { canonicalJson } from '../policy/guards/args-shape.ts'
 import type { PolicyService } from '../policy/policy-service.ts'
 import type { DecisionTarget } from '../policy/policy-set.ts'
 import type { RateLimiter } from '../ratelimit/limiter.ts'
-import { noResilience } from '../resilience/policy.ts'
-import { createResilience, type Resilience } from '../resilience/registry.ts'
 import {
   errorToKeep,
   type IdempotencyService,
@@ -31,7 +31,8 @@ import {
   replayedHeader,
   requestHashOf,
 } from '../resilience/idempotency.ts'
-import { canonicalJson } from '../policy/guards/args-shape.ts'
+import { noResilience } from '../resilience/policy.ts'
+import { createResilience, type Resilience } from '../resilience/registry.ts'
 import { createResilientClient } from '../resilience/resilient-client.ts'
 import type { Store } from '../store/types.ts'
 import { ClientGone } from './call-abort.ts'
@@ -204,7 +205,13 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
       )
     }
 
-    const authorized = authorize(facts, { kind: 'tool', tool: tool.name, action: actionName }, params, bytes)
+    const target = { kind: 'tool' as const, tool: tool.name, action: actionName }
+    const authorized = inPhase(
+      ctx.trace,
+      'policy',
+      () => authorize(facts, target, params, bytes),
+      decisionAttributes,
+    )
     const outcome = authorized instanceof Promise ? await authorized : authorized
     if (outcome.kind === 'parked') return parkedAnswer(outcome)
     // Redaction needs the whole answer; known before the call, so refused before the upstream bills it.
@@ -238,6 +245,11 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
 
     let hostCheck: ((host: string) => boolean) | undefined | null = null
     const closing = new ClientGone(facts.req.socket)
+    // Before the trace headers: its id is the parent they name.
+    const upstreamSpan = ctx.trace?.upstream(`tool ${tool.name}.${actionName}`, {
+      'runr.tool': tool.name,
+      'runr.action': actionName,
+    })
     const trace = traceHeadersOf(ctx)
     const started = performance.now()
     let streaming = false
@@ -275,6 +287,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
       })
       const durationMs = performance.now() - started
       ctx.upstreamMs = durationMs
+      upstreamSpan?.end({ 'http.response.status_code': result.upstreamStatus })
       if ('stream' in result) {
         // Redaction needs the whole answer; a stream would pass the unredacted parts on.
         if (outcome.filter !== null || !allowStream) {
@@ -319,6 +332,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
         },
       }
     } catch (err) {
+      upstreamSpan?.end({ 'error.type': (err as { code?: string }).code ?? 'internal' }, true)
       // stale-if-error: a failing upstream (or an open breaker) is answered from a stale entry.
       if (cached?.probe.stale !== undefined && isUpstreamFailure(err)) {
         deps.cache?.metrics.lookup('tool', 'stale')
