@@ -187,6 +187,40 @@ describe('rate limits in memory', () => {
   })
 })
 
+describe('rate limits of a tool', () => {
+  it('count the OpenAI passthrough and the tool route against one tool budget, and start afresh when a reload changes them', async (t) => {
+    const fakes = await startFakeUpstreams({ credentials: { serpapi: 'x', openai: serpKey, gmail: 'y' } })
+    t.after(() => fakes.close())
+    const config = (limit: number) => ({
+      gateway: { logLevel: 'warn' },
+      tools: { openai: { url: fakes.openai.url, rateLimit: { by: 'agent', limit, period: '1m' } } },
+      policies: [{ name: 'ai', agents: { all: true }, allow: [{ tool: 'openai', actions: ['embeddings'] }] }],
+    })
+    const gw = await startTestGateway(config(1))
+    t.after(() => gw.stop())
+    await putSecret(gw, 'openai_key', serpKey)
+    const token = await agentToken(gw, 'ai-bot', 'openai:embeddings')
+    const embed = (path: string) =>
+      fetch(`${gw.publicUrl}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'text-embedding-3-small', input: 'hi' }),
+      })
+    const first = await embed('/v1/openai/embeddings')
+    assert.equal(first.status, 200, await first.clone().text())
+    assert.deepEqual(limitHeaders(first), ['1', '0', '60'])
+    const refused = await expectError(await embed('/v1/tools/openai/embeddings'), 429, 'rate_limited')
+    assert.equal(refused.details?.['limit'], 'tools.openai.rateLimit')
+    await expectError(await embed('/v1/openai/embeddings'), 429, 'rate_limited')
+
+    await gw.writeConfig(config(2))
+    assert.equal((await gw.reload()).ok, true)
+    const after = await embed('/v1/openai/embeddings')
+    assert.equal(after.status, 200)
+    assert.deepEqual(limitHeaders(after), ['2', '1', '30'])
+  })
+})
+
 describe('rate limits behind a trusted proxy', () => {
   let upstream: TestUpstream
   let gw: TestGateway

@@ -61,9 +61,9 @@ describe('compiling rate limits', () => {
       '',
     )
     const buckets = (tool: string) => config.rateLimits.tools.get(tool)!.map((l) => l.bucket)
-    assert.deepEqual(buckets('openai'), ['g0.openai', 'g1.openai'])
-    assert.deepEqual(buckets('serpapi'), ['g0.serpapi', 't.serpapi.0'])
-    assert.deepEqual(buckets('gmail'), ['g0.gmail'])
+    assert.deepEqual(buckets('openai'), ['g0.openai@3/60000/3', 'g1.openai@1/60000/1'])
+    assert.deepEqual(buckets('serpapi'), ['g0.serpapi@3/60000/3', 't.serpapi.0@9/1000/9'])
+    assert.deepEqual(buckets('gmail'), ['g0.gmail@3/60000/3'])
     assert.deepEqual(config.rateLimits.routes, [], 'agent_tool limits are checked by the tool routes only')
   })
 

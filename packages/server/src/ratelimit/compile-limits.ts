@@ -14,7 +14,7 @@ export type LimitBy = RawRateLimit['by']
 
 /** One limit, ready to check. */
 export interface CompiledLimit {
-  /** Names the limit's counters in the shared state; unique within a config. */
+  /** Names the limit's counters in the shared state: where it is written, and its rate. */
   readonly bucket: string
   readonly by: LimitBy
   /** Requests per period: the `RateLimit-Limit` header. */
@@ -61,7 +61,10 @@ function compileLimit(
   const emissionMs = periodMs / raw.limit
   const burst = raw.burst ?? raw.limit
   return Object.freeze({
-    bucket,
+    // The rate is part of the name: a reload that changes a limit starts it afresh, rather than
+    // judging the arrivals counted under the old rate by the new one (a raised limit would
+    // otherwise keep refusing until the old budget had refilled).
+    bucket: `${bucket}@${raw.limit}/${periodMs}/${burst}`,
     by: raw.by,
     limit: raw.limit,
     rate: Object.freeze({ emissionMs, windowMs: burst * emissionMs }),
