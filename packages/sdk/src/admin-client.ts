@@ -171,10 +171,15 @@ export class AdminClient {
   }
 
   readonly audit = {
-    /** Query the audit ledger; filters and the cursor are passed as query parameters. */
-    query: (filters?: Query) => this.json<Record<string, unknown>>('GET', withQuery('/v1/audit', filters)),
-    /** Verify the hash chain. */
-    verify: () => this.json<Record<string, unknown>>('GET', '/v1/audit/verify'),
+    /** Query the audit ledger (newest first); filters and the `after` cursor are query parameters. */
+    query: (filters?: Query) =>
+      this.json<{ entries: Array<Record<string, unknown>>; next: string | null }>(
+        'GET',
+        withQuery('/v1/audit', filters),
+      ),
+    /** Recompute the hash chain and checkpoint signatures (from sequence `since`, of one `instance`). */
+    verify: (options?: { since?: number; instance?: string }) =>
+      this.json<Record<string, unknown>>('GET', withQuery('/v1/audit/verify', options)),
   }
 
   constructor(options: AdminClientOptions) {

@@ -38,7 +38,10 @@ let gw: SdkGateway
 
 before(async () => {
   gw = await startSdkGateway({
-    tools: { serpapi: { timeoutMs: 400 } },
+    tools: {
+      serpapi: { timeoutMs: 400 },
+      http_fetch: { rateLimit: { by: 'agent', limit: 1, period: '1s', burst: 1 } },
+    },
     policies: [
       {
         name: 'sdk-agents',
@@ -248,6 +251,27 @@ describe('GatewayClient against a running gateway', () => {
       String(err.retryAfter),
     )
     assert.ok(Date.now() - started < 2000)
+  })
+
+  it('waits out a rate limit the gateway answers with Retry-After, then succeeds', async () => {
+    const { client } = await agentClient('eager-bot')
+    const page = `${gw.publicUrl}/.well-known/jwks.json`
+    await client.httpFetch.get(page)
+    const started = Date.now()
+    const { data } = await client.httpFetch.get(page)
+    assert.equal(data.status, 200)
+    assert.ok(Date.now() - started >= 500, 'waited for the limit')
+  })
+
+  it('throws RateLimitError with retryAfter when it may not retry', async () => {
+    const { client } = await agentClient('hurried-fetch-bot')
+    const page = `${gw.publicUrl}/.well-known/jwks.json`
+    await client.httpFetch.get(page)
+    const err = await rejection(client.httpFetch.get(page, { retry: false }))
+    assert.ok(err instanceof RateLimitError)
+    assert.equal(err.code, 'rate_limited')
+    assert.equal(err.status, 429)
+    assert.ok(err.retryAfter !== undefined && err.retryAfter >= 1)
   })
 
   it('throws UpstreamError when the upstream fails', async () => {
