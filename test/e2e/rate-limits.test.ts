@@ -8,11 +8,10 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, it, type TestContext } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
-import { Redis } from 'ioredis'
 import { type FakeUpstreams, startFakeUpstreams } from '../../packages/server/src/fakes/index.ts'
-import { startTestGateway, type TestGateway } from '../support/gateway.ts'
+import { startTestGateway, type TestGateway, waitUntilReady } from '../support/gateway.ts'
 import { startRedisProxy } from '../support/redis-proxy.ts'
-import { requireService, serviceUrls } from '../support/services.ts'
+import { dropRedisKeys, requireService, serviceUrls } from '../support/services.ts'
 import { agentToken, expectError, putSecret } from '../support/tools.ts'
 import { startUpstream, type TestUpstream } from '../support/upstream.ts'
 
@@ -31,17 +30,6 @@ async function metric(gw: TestGateway, series: string): Promise<number> {
   const text = await (await gw.admin('/metrics')).text()
   const line = text.split('\n').find((l) => l.startsWith(`${series} `))
   return line === undefined ? 0 : Number(line.slice(series.length + 1))
-}
-
-/** Remove every key under `prefix` from the shared Redis. */
-async function dropKeys(prefix: string): Promise<void> {
-  const client = new Redis(serviceUrls.redis)
-  try {
-    const keys = await client.keys(`${prefix}*`)
-    if (keys.length > 0) await client.del(...keys)
-  } finally {
-    client.disconnect()
-  }
 }
 
 describe('rate limits in memory', () => {
@@ -266,7 +254,7 @@ describe('rate limits in Redis', () => {
   })
   after(async () => {
     await upstream?.close()
-    if (up) await dropKeys(prefix)
+    if (up) await dropRedisKeys(prefix)
   })
 
   function config(redisUrl: string, channels: Array<{ name: string; rateLimit: unknown }>) {
@@ -291,11 +279,7 @@ describe('rate limits in Redis', () => {
     const gw = await startTestGateway(config(redisUrl, channels))
     t.after(() => gw.stop())
     // The gateway starts before Redis answers (a limit checked meanwhile fails open): wait.
-    const deadline = Date.now() + 10_000
-    while ((await fetch(`${gw.publicUrl}/ready`)).status !== 200) {
-      if (Date.now() > deadline) assert.fail('the gateway did not become ready')
-      await delay(20)
-    }
+    await waitUntilReady(gw)
     return gw
   }
 

@@ -11,10 +11,9 @@ import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
-import { Redis } from 'ioredis'
 import { type FakeUpstreams, startFakeUpstreams } from '../../packages/server/src/fakes/index.ts'
-import { startTestGateway, type TestGateway } from '../support/gateway.ts'
-import { requireService, serviceUrls } from '../support/services.ts'
+import { startTestGateway, type TestGateway, waitUntilReady } from '../support/gateway.ts'
+import { dropRedisKeys, requireService, serviceUrls } from '../support/services.ts'
 import { agentToken, expectError, putSecret } from '../support/tools.ts'
 import { startUpstream, type TestUpstream } from '../support/upstream.ts'
 
@@ -365,11 +364,7 @@ describe('the response cache bounds in memory', () => {
 describe('the response cache in Redis', () => {
   const prefix = `runr_test_${randomBytes(6).toString('hex')}:`
   after(async () => {
-    if (!(await requireService('redis', serviceUrls.redis))) return
-    const client = new Redis(serviceUrls.redis)
-    const keys = await client.keys(`${prefix}*`)
-    if (keys.length > 0) await client.del(...keys)
-    client.disconnect()
+    if (await requireService('redis', serviceUrls.redis)) await dropRedisKeys(prefix)
   })
 
   it('shares entries between two gateways on one Redis', async (t) => {
@@ -388,13 +383,7 @@ describe('the response cache in Redis', () => {
     t.after(() => a.stop())
     const b = await startTestGateway(config)
     t.after(() => b.stop())
-    for (const gw of [a, b]) {
-      const deadline = Date.now() + 10_000
-      while ((await fetch(`${gw.publicUrl}/ready`)).status !== 200) {
-        if (Date.now() > deadline) assert.fail('the gateway did not become ready')
-        await delay(20)
-      }
-    }
+    await Promise.all([waitUntilReady(a), waitUntilReady(b)])
     const first = await fetch(`${a.publicUrl}/p/shared`)
     assert.equal(first.headers.get('x-cache'), 'MISS')
     const body = await first.text()

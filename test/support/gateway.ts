@@ -37,6 +37,21 @@ function withTestListeners(config: Record<string, unknown>, dir: string): Record
   }
 }
 
+/**
+ * Wait until `gw` answers /ready with 200: a gateway with Redis starts before Redis answers, and
+ * what needs Redis meanwhile (a rate limit, the cache) is skipped or fails open.
+ */
+export async function waitUntilReady(
+  gw: Pick<RunningGateway, 'publicUrl'>,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while ((await fetch(`${gw.publicUrl}/ready`)).status !== 200) {
+    if (Date.now() > deadline) throw new Error(`the gateway was not ready within ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
 /** Start a gateway on `config` (an object; listeners default to 127.0.0.1:0). */
 export async function startTestGateway(
   config: Record<string, unknown>,

@@ -56,16 +56,21 @@ export async function requireService(name: string, url: string, timeoutMs = 2000
 /** Remove what a test left in the shared services: its Postgres schema and its Redis keys. */
 export async function dropSchemaAndKeys(schema: string, redisPrefix: string): Promise<void> {
   const { default: postgres } = await import('postgres')
-  const { Redis } = await import('ioredis')
   const sql = postgres(serviceUrls.postgres, { max: 1, onnotice: () => {} })
   try {
     await sql.unsafe(`drop schema if exists "${schema.replaceAll('"', '')}" cascade`)
   } finally {
     await sql.end()
   }
+  await dropRedisKeys(redisPrefix)
+}
+
+/** Remove what a test left in the shared Redis: every key under its prefix. */
+export async function dropRedisKeys(prefix: string): Promise<void> {
+  const { Redis } = await import('ioredis')
   const redis = new Redis(serviceUrls.redis)
   try {
-    const keys = await redis.keys(`${redisPrefix}*`)
+    const keys = await redis.keys(`${prefix}*`)
     if (keys.length > 0) await redis.del(...keys)
   } finally {
     redis.disconnect()
