@@ -1,7 +1,7 @@
 /**
  * AdminClient round trips against a real `4runr start` process: agents and keys, admin-issued
- * tokens, introspection and revocation, signing-key rotation, policies, secrets and approvals,
- * and the admin API's refusals as typed errors.
+ * tokens, introspection and revocation, signing-key rotation, policies, secrets, approvals and
+ * the audit ledger, and the admin API's refusals as typed errors.
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
@@ -117,6 +117,17 @@ describe('AdminClient against a running gateway', () => {
     assert.ok(Array.isArray(approvals))
     const err = await rejection(admin.approvals.approve('apr_missing'))
     assert.equal(err.code, 'not_found')
+  })
+
+  it('verifies the audit chain and finds the admin changes in it', async () => {
+    await admin.agents.create({ name: 'audited-bot' })
+    // verify flushes the open batch, so the query below sees the change.
+    const verified = await admin.audit.verify()
+    assert.equal(verified['ok'], true)
+    const page = await admin.audit.query({ kind: 'admin', limit: 5 })
+    assert.ok(page.entries.length > 0)
+    assert.ok(page.entries.every((entry) => entry['kind'] === 'admin'))
+    assert.equal((await rejection(admin.audit.query({ kind: 'nonsense' }))).code, 'bad_request')
   })
 
   it('refuses bad input with bad_request and a wrong admin key with AuthError 401', async () => {
