@@ -366,7 +366,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       )
     }
     // Built-in routes have no principal yet: the global, path and ip limits apply.
-    limited(req, res, ctx, ctx.config.rateLimits.routes, run)
+    const go = limited(req, res, ctx, ctx.config.rateLimits.routes)
+    if (go === true) run()
+    else if (go !== false) void go.then((ok) => ok && run())
     return true
   }
 
@@ -386,37 +388,39 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     if (verdict !== undefined) ctx.rateLimit = verdict
   }
 
-  /** Stage 4 in front of `next`; the common case (memory state, or no limit) costs no promise. */
+  /**
+   * Stage 4 for the request: true to go on, false when it was refused (and answered), or a
+   * promise of either with a Redis state. No limit, or the memory state, costs no promise and no
+   * closure: the callers continue inline.
+   */
   function limited(
     req: IncomingMessage,
     res: ServerResponse,
     ctx: RequestContext,
     limits: readonly CompiledLimit[],
-    next: () => void,
-  ): void {
-    if (limits.length === 0 || deps.limiter === undefined) {
-      next()
-      return
-    }
+  ): boolean | Promise<boolean> {
+    if (limits.length === 0 || deps.limiter === undefined) return true
     let checked: LimitCheck
     try {
       checked = deps.limiter.check(limits, ctx, req)
     } catch (err) {
       fail(req, res, ctx, toGatewayError(err))
-      return
+      return false
     }
     if (checked instanceof Promise) {
-      checked.then(
+      return checked.then(
         (verdict) => {
           admit(ctx, verdict)
-          next()
+          return true
         },
-        (err: unknown) => fail(req, res, ctx, toGatewayError(err)),
+        (err: unknown) => {
+          fail(req, res, ctx, toGatewayError(err))
+          return false
+        },
       )
-      return
     }
     admit(ctx, checked)
-    next()
+    return true
   }
 
   // Stage 3, authenticate: the authenticators in order, the first principal wins. Resolves to
@@ -501,7 +505,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
       }
 
       if (rule.public) {
-        limited(req, res, ctx, channelLimits(ctx, channel.name), () => proceed(req, res, ctx, match))
+        const go = limited(req, res, ctx, channelLimits(ctx, channel.name))
+        if (go === true) proceed(req, res, ctx, match)
+        else if (go !== false) void go.then((ok) => ok && proceed(req, res, ctx, match))
         return
       }
       // Default deny: a rule that is not public needs a principal.
@@ -538,9 +544,9 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     ctx.principal = principal
     // Stage 4 after authentication, since limits per agent or user need the proven principal;
     // before authorization, so a refused request costs no policy decision or quota.
-    limited(req, res, ctx, channelLimits(ctx, match.channel.name), () =>
-      authorizeStage(req, res, ctx, match, principal),
-    )
+    const go = limited(req, res, ctx, channelLimits(ctx, match.channel.name))
+    if (go === true) authorizeStage(req, res, ctx, match, principal)
+    else if (go !== false) void go.then((ok) => ok && authorizeStage(req, res, ctx, match, principal))
   }
 
   function channelLimits(ctx: RequestContext, channel: string): readonly CompiledLimit[] {
