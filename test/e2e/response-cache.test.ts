@@ -287,6 +287,16 @@ describe('the response cache in memory', () => {
       assert.equal((await get('/pages/shared/x')).headers.get('x-cache'), 'HIT')
     })
 
+    it('keeps no answer to a request carrying credentials no principal was proven from', async () => {
+      for (const headers of [{ authorization: 'Basic dXNlcjpwYXNz' }, { cookie: 'session=abc' }]) {
+        for (let i = 0; i < 2; i++) {
+          const res = await get('/pages/open/with-credentials', headers)
+          assert.equal(res.headers.get('x-cache'), null)
+          await res.arrayBuffer()
+        }
+      }
+    })
+
     it('keeps only whole 2xx answers an origin lets it keep, within the size bound', async () => {
       for (const path of ['missing', 'cookie', 'no-store', 'big']) {
         const first = await get(`/pages/open/${path}`)

@@ -101,6 +101,16 @@ export function serveCachedChannel(
   done: (result: ProxyResult) => void,
 ): void {
   const channel = ctx.channel!
+  // A credential the gateway did not prove (a public rule forwarding Authorization or Cookie)
+  // may change the answer, and no partition tells its holders apart (RFC 9111 §3.5): not cached.
+  if (
+    !policy.shared &&
+    ctx.principal === undefined &&
+    (req.headers.authorization !== undefined || req.headers.cookie !== undefined)
+  ) {
+    call(done)
+    return
+  }
   const directives = cacheDirectives(req)
   const key = cache.keyOf(
     `channel\n${channel.name}\n${channel.system.origin}${channel.system.basePath}`,
