@@ -344,6 +344,49 @@ describe('the response cache in memory', () => {
   })
 })
 
+describe('the response cache behind an open circuit breaker', () => {
+  it('answers STALE while the breaker is open, without calling the upstream', async (t) => {
+    const fakes = await startFakeUpstreams({ credentials })
+    t.after(() => fakes.close())
+    const gw = await startTestGateway({
+      gateway: { logLevel: 'warn' },
+      tools: {
+        serpapi: {
+          url: fakes.serpapi.url,
+          cacheTtl: 200,
+          cache: { staleIfError: '1m' },
+          breaker: { failures: 1, openMs: '1m' },
+        },
+      },
+      policies: [
+        { name: 'search', agents: { all: true }, allow: [{ tool: 'serpapi', actions: ['search'] }] },
+      ],
+    })
+    t.after(() => gw.stop())
+    await putSecret(gw, 'serpapi_key', credentials.serpapi)
+    const token = await agentToken(gw, 'breaker-bot', 'serpapi:search')
+    const search = () =>
+      fetch(`${gw.publicUrl}/v1/tools/serpapi/search`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ q: 'breaker' }),
+      })
+    const fresh = await search()
+    assert.equal(fresh.headers.get('x-cache'), 'MISS')
+    const data = ((await fresh.json()) as ToolAnswer).data
+    await delay(300)
+    fakes.serpapi.faults.add({ kind: 'status', status: 500 })
+    const failed = await search()
+    assert.equal(failed.headers.get('x-cache'), 'STALE', 'the failure itself is answered stale')
+    await failed.arrayBuffer()
+    const seen = fakes.serpapi.requests.length
+    const open = await search()
+    assert.equal(open.headers.get('x-cache'), 'STALE')
+    assert.deepEqual(((await open.json()) as ToolAnswer).data, data)
+    assert.equal(fakes.serpapi.requests.length, seen, 'the open breaker kept the call from the upstream')
+  })
+})
+
 describe('the response cache bounds in memory', () => {
   it('forgets the least recently used entry past cache.maxEntries', async (t) => {
     const upstream = await startUpstream(backend)
