@@ -5,16 +5,12 @@
  * collection) comes back near where it started, and `runr_requests_total` adds up to the requests sent.
  */
 import assert from 'node:assert/strict'
-import { mkdtemp, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { Agent, request, WebSocket } from 'undici'
-import { stringify } from 'yaml'
 import { errorCatalogue } from '../../packages/server/src/errors/catalogue.ts'
-import { type Started, startGatewayProcess } from '../support/process.ts'
+import { type Started, startProcessWith } from '../support/process.ts'
 
 const total = 10_000
 const concurrency = 64
@@ -89,17 +85,9 @@ describe('fault soak', () => {
 
   before(async () => {
     backend = await startFaultyBackend()
-    const dir = await mkdtemp(join(tmpdir(), 'runr-soak-'))
-    const file = join(dir, '4runr.yaml')
-    await writeFile(
-      file,
-      stringify({
-        gateway: {
-          listen: { host: '127.0.0.1', port: 0 },
-          admin: { host: '127.0.0.1', port: 0 },
-          logLevel: 'error',
-        },
-        store: { kind: 'sqlite', path: join(dir, '4runr.db') },
+    gw = await startProcessWith(
+      {
+        gateway: { logLevel: 'error' },
         systems: {
           flaky: {
             kind: 'http',
@@ -111,12 +99,9 @@ describe('fault soak', () => {
           },
         },
         channels: [{ name: 'soak', prefix: '/soak', system: 'flaky', rules: [{ path: '*', public: true }] }],
-      }),
-    )
-    gw = await startGatewayProcess(
-      file,
+      },
+      // The inspector lets the test run a full collection in the gateway before reading its heap.
       { RUNR_ADMIN_KEY: adminKey, NODE_OPTIONS: '--inspect=127.0.0.1:0' },
-      dir,
     )
   })
   after(async () => {

@@ -3,7 +3,8 @@
  * user runs it: `4runr start` from the sources through tsx, its URLs read off the banner.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { readFile, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse, stringify } from 'yaml'
@@ -86,6 +87,32 @@ export async function startGatewayProcess(
     })
   })
   return { child, ...urls, stderr: () => stderr, exited }
+}
+
+/**
+ * Start `4runr start` on `config` from a fresh temp directory: both listeners on 127.0.0.1 port 0
+ * and a SQLite store in that directory, unless the config says otherwise.
+ */
+export async function startProcessWith(
+  config: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): Promise<Started & { dir: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'runr-process-'))
+  const gateway = (config['gateway'] ?? {}) as Record<string, unknown>
+  const file = join(dir, '4runr.yaml')
+  await writeFile(
+    file,
+    stringify({
+      ...config,
+      gateway: {
+        ...gateway,
+        listen: { host: '127.0.0.1', port: 0, ...(gateway['listen'] as object) },
+        admin: { host: '127.0.0.1', port: 0, ...(gateway['admin'] as object) },
+      },
+      store: config['store'] ?? { kind: 'sqlite', path: join(dir, '4runr.db') },
+    }),
+  )
+  return { ...(await startGatewayProcess(file, env, dir)), dir }
 }
 
 /**

@@ -12,8 +12,8 @@ import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { GatewayError } from '../errors/gateway-error.ts'
 import { errorBody } from '../errors/write-error.ts'
-import { neverSent } from './guard.ts'
 import type { IdempotencyStore, IdempotentAnswer } from '../store/types.ts'
+import { neverSent } from './guard.ts'
 
 /** The header (draft-ietf-httpapi-idempotency-key-header). */
 export const idempotencyHeader = 'idempotency-key'

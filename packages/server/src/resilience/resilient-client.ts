@@ -5,7 +5,7 @@
  * and counts the tries that `metadata.attempts` reports.
  */
 import { GatewayError } from '../errors/gateway-error.ts'
-import type { ToolSettings, UpstreamAnswer, UpstreamRequest, UpstreamStream } from '../tools/types.ts'
+import type { UpstreamAnswer, UpstreamStream } from '../tools/types.ts'
 import type { UpstreamClient } from '../tools/upstream-client.ts'
 import { guard, type Outcome } from './guard.ts'
 import type { ResiliencePolicy } from './policy.ts'
@@ -20,23 +20,8 @@ export interface CallTarget {
   policy: ResiliencePolicy
 }
 
-/** The client as one tool call sees it. */
-export interface CallClient {
-  call(
-    settings: ToolSettings,
-    request: UpstreamRequest,
-    abort: CallAbort,
-    traceHeaders: Readonly<Record<string, string>>,
-  ): Promise<UpstreamAnswer>
-  open(
-    settings: ToolSettings,
-    request: UpstreamRequest,
-    abort: CallAbort,
-    traceHeaders: Readonly<Record<string, string>>,
-  ): Promise<UpstreamStream>
-  /** Tries of the call's last upstream request, the first included (1 before any). */
-  readonly attempts: number
-}
+/** The client as one tool call sees it, with the tries of its last upstream request (1 before any). */
+export type CallClient = Pick<UpstreamClient, 'call' | 'open'> & { readonly attempts: number }
 
 export interface ResilientClient extends UpstreamClient {
   forCall(target: CallTarget): CallClient

@@ -15,6 +15,7 @@ import {
   checkWindow,
   conflict,
   groupAgents,
+  type IdempotencyRow,
   jsonText,
   type PolicyRow,
   policyDocumentText,
@@ -22,6 +23,7 @@ import {
   secretAgentColumn,
   secretAgentId,
   toApproval,
+  toIdempotency,
   toPolicy,
 } from './records.ts'
 import type {
@@ -30,7 +32,6 @@ import type {
   AgentStore,
   ApprovalStatus,
   ApprovalStore,
-  IdempotencyRecord,
   IdempotencyStore,
   PolicyStore,
   PublicJwk,
@@ -545,31 +546,11 @@ function secretStore(sql: Sql): SecretStore {
   }
 }
 
-interface IdempotencyRow {
-  principal: string
-  key: string
-  requestHash: string
-  owner: string
-  state: 'pending' | 'done'
-  status: number | null
-  headers: Record<string, string> | null
-  body: Buffer | null
-  createdAt: number
-  expiresAt: number
-  leaseUntil: number
-}
-
-function toIdempotency(row: IdempotencyRow): IdempotencyRecord {
-  const { status, headers, body, ...rest } = row
-  return {
-    ...rest,
-    answer: status === null ? null : { status, headers: headers ?? {}, body: body ?? Buffer.alloc(0) },
-  }
-}
+type Headers = Record<string, string>
 
 function idempotencyStore(sql: Sql): IdempotencyStore {
-  const byKey = async (principal: string, key: string): Promise<IdempotencyRow | undefined> => {
-    const [row] = await sql<IdempotencyRow[]>`
+  const byKey = async (principal: string, key: string): Promise<IdempotencyRow<Headers> | undefined> => {
+    const [row] = await sql<IdempotencyRow<Headers>[]>`
       select principal, key, request_hash as "requestHash", owner, state, status, headers, body,
         created_at as "createdAt", expires_at as "expiresAt", lease_until as "leaseUntil"
       from idempotency_keys where principal = ${principal} and key = ${key}`
@@ -594,7 +575,7 @@ function idempotencyStore(sql: Sql): IdempotencyStore {
       if (won !== undefined) return { outcome: 'claimed' }
       const row = await byKey(c.principal, c.key)
       if (row === undefined) return this.begin(c)
-      return { outcome: 'existing', record: toIdempotency(row) }
+      return { outcome: 'existing', record: toIdempotency(row, (headers) => headers) }
     },
     async complete(principal, key, owner, answer) {
       const { count } = await sql`
@@ -610,7 +591,7 @@ function idempotencyStore(sql: Sql): IdempotencyStore {
     },
     async get(principal, key, now) {
       const row = await byKey(principal, key)
-      return row === undefined || row.expiresAt <= now ? undefined : toIdempotency(row)
+      return row === undefined || row.expiresAt <= now ? undefined : toIdempotency(row, (headers) => headers)
     },
     async prune(now) {
       const { count } = await sql`delete from idempotency_keys where expires_at <= ${now}`

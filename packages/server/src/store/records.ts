@@ -8,6 +8,7 @@ import {
   type Approval,
   type ApprovalStatus,
   type DecideResult,
+  type IdempotencyRecord,
   type QuotaWindow,
   StoreConflictError,
   type StoredPolicy,
@@ -196,4 +197,34 @@ export function secretAgentColumn(agentId: string | null | undefined): string {
 /** The agentId of a stored secret: null for the tool-wide value. */
 export function secretAgentId(column: string): string | null {
   return column === '' ? null : column
+}
+
+/** One row of idempotency_keys; `H` is how the driver returns the headers column. */
+export interface IdempotencyRow<H> {
+  principal: string
+  key: string
+  requestHash: string
+  owner: string
+  state: 'pending' | 'done'
+  status: number | null
+  headers: H | null
+  body: Buffer | null
+  createdAt: number
+  expiresAt: number
+  leaseUntil: number
+}
+
+/** The record of a row; `headersOf` reads the driver's headers value. */
+export function toIdempotency<H>(
+  row: IdempotencyRow<H>,
+  headersOf: (value: H) => Record<string, string>,
+): IdempotencyRecord {
+  const { status, headers, body, ...rest } = row
+  return {
+    ...rest,
+    answer:
+      status === null
+        ? null
+        : { status, headers: headers === null ? {} : headersOf(headers), body: body ?? Buffer.alloc(0) },
+  }
 }

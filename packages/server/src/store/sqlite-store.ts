@@ -17,6 +17,7 @@ import {
   checkWindow,
   conflict,
   groupAgents,
+  type IdempotencyRow,
   jsonText,
   type PolicyRow,
   policyDocumentText,
@@ -24,6 +25,7 @@ import {
   secretAgentColumn,
   secretAgentId,
   toApproval,
+  toIdempotency,
   toPolicy,
 } from './records.ts'
 import type {
@@ -33,7 +35,6 @@ import type {
   AgentStore,
   ApprovalStore,
   IdempotencyClaim,
-  IdempotencyRecord,
   IdempotencyStore,
   NewAgent,
   PolicyStore,
@@ -651,34 +652,7 @@ function secretStore(db: Database.Database): SecretStore {
   }
 }
 
-interface IdempotencyRow {
-  principal: string
-  key: string
-  requestHash: string
-  owner: string
-  state: 'pending' | 'done'
-  status: number | null
-  headers: string | null
-  body: Buffer | null
-  createdAt: number
-  expiresAt: number
-  leaseUntil: number
-}
-
-function toIdempotency(row: IdempotencyRow): IdempotencyRecord {
-  const { status, headers, body, ...rest } = row
-  return {
-    ...rest,
-    answer:
-      status === null
-        ? null
-        : {
-            status,
-            headers: JSON.parse(headers ?? '{}') as Record<string, string>,
-            body: body ?? Buffer.alloc(0),
-          },
-  }
-}
+const parseHeaders = (text: string) => JSON.parse(text) as Record<string, string>
 
 function idempotencyStore(db: Database.Database): IdempotencyStore {
   const columns = `principal, key, request_hash as requestHash, owner, state, status, headers, body,
@@ -698,7 +672,7 @@ function idempotencyStore(db: Database.Database): IdempotencyStore {
        returning owner`,
     )
     .pluck()
-  const byKey = db.prepare<{ principal: string; key: string }, IdempotencyRow>(
+  const byKey = db.prepare<{ principal: string; key: string }, IdempotencyRow<string>>(
     `select ${columns} from idempotency_keys where principal = @principal and key = @key`,
   )
   const complete = db.prepare<{
@@ -723,7 +697,7 @@ function idempotencyStore(db: Database.Database): IdempotencyStore {
       const row = byKey.get(request)
       // Deleted between the two statements (released or pruned): claim again.
       if (row === undefined) return this.begin(request)
-      return { outcome: 'existing', record: toIdempotency(row) }
+      return { outcome: 'existing', record: toIdempotency(row, parseHeaders) }
     },
     async complete(principal, key, owner, answer) {
       const { status, body } = answer
@@ -737,7 +711,7 @@ function idempotencyStore(db: Database.Database): IdempotencyStore {
     },
     async get(principal, key, now) {
       const row = byKey.get({ principal, key })
-      return row === undefined || row.expiresAt <= now ? undefined : toIdempotency(row)
+      return row === undefined || row.expiresAt <= now ? undefined : toIdempotency(row, parseHeaders)
     },
     async prune(now) {
       return prune.run(now).changes
