@@ -200,8 +200,9 @@ export class TokenSource {
       throw invalidAnswer('The token answer')
     }
     const bound = body?.['token_type'] === 'DPoP'
-    const lifetimeMs = expiresIn * 1000
-    // Counted from before the request: the token is never believed to live longer than it does.
+    // Counted from before the request, and a second short: the gateway's exp is counted from the
+    // whole second it issued in. The token is never believed to live longer than it does.
+    const lifetimeMs = Math.max(expiresIn - 1, expiresIn / 2) * 1000
     const expiresAt = started + lifetimeMs
     const token: AccessToken = {
       value,

