@@ -40,7 +40,7 @@ before(async () => {
   gw = await startSdkGateway({
     tools: {
       serpapi: { timeoutMs: 400 },
-      http_fetch: { rateLimit: { by: 'agent', limit: 1, period: '1s', burst: 1 } },
+      http_fetch: { rateLimit: { by: 'agent', limit: 1, period: '2s', burst: 1 } },
     },
     policies: [
       {
@@ -252,17 +252,18 @@ describe('GatewayClient against a running gateway', () => {
       err.retryAfter !== undefined && err.retryAfter >= 1 && err.retryAfter <= 3600,
       String(err.retryAfter),
     )
-    assert.ok(Date.now() - started < 2000)
+    assert.ok(Date.now() - started < 5000)
   })
 
   it('waits out a rate limit the gateway answers with Retry-After, then succeeds', async () => {
-    const { client } = await agentClient('eager-bot')
+    const fetches = counting('/v1/tools/http_fetch/get')
+    const { client } = await agentClient('eager-bot', { fetch: fetches.fetch })
     const page = `${gw.publicUrl}/.well-known/jwks.json`
     await client.httpFetch.get(page)
-    const started = Date.now()
     const { data } = await client.httpFetch.get(page)
     assert.equal(data.status, 200)
-    assert.ok(Date.now() - started >= 500, 'waited for the limit')
+    // The second call was refused once, then sent again after the Retry-After.
+    assert.equal(fetches.count, 3)
   })
 
   it('throws RateLimitError with retryAfter when it may not retry', async () => {
@@ -513,7 +514,7 @@ describe('retries through a server in front of the gateway', () => {
     await assert.rejects(client.serpapi.search({ q: 'abort' }, { signal: AbortSignal.timeout(150) }), {
       name: 'TimeoutError',
     })
-    assert.ok(Date.now() - started < 2000)
+    assert.ok(Date.now() - started < 4000)
   })
 
   it('reports an HTML error page from a proxy as UpstreamError invalid_response', async () => {
