@@ -6,10 +6,15 @@
  */
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, it, type TestContext } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
+import { stringify } from 'yaml'
 import { type FakeUpstreams, startFakeUpstreams } from '../../packages/server/src/fakes/index.ts'
 import { startTestGateway, type TestGateway, waitUntilReady } from '../support/gateway.ts'
+import { type Started, startGatewayProcess } from '../support/process.ts'
 import { startRedisProxy } from '../support/redis-proxy.ts'
 import { dropRedisKeys, requireService, serviceUrls } from '../support/services.ts'
 import { agentToken, expectError, putSecret } from '../support/tools.ts'
@@ -302,6 +307,44 @@ describe('rate limits in Redis', () => {
       '5',
     ])
     assert.equal(answers.filter((r) => r.status === 429).length, 14)
+    await Promise.all(answers.map((r) => r.arrayBuffer()))
+  })
+
+  it('admits exactly the limit across two gateway processes sharing Redis', async (t) => {
+    if (!up) return t.skip('redis is not running')
+    const processes: Started[] = []
+    t.after(async () => {
+      for (const p of processes) p.child.kill('SIGTERM')
+      await Promise.all(processes.map((p) => p.exited))
+    })
+    for (let i = 0; i < 2; i++) {
+      const dir = await mkdtemp(join(tmpdir(), 'runr-rl-'))
+      const file = join(dir, '4runr.yaml')
+      const text = stringify({
+        ...config(serviceUrls.redis, [
+          { name: 'procs', rateLimit: { by: 'global', limit: 7, period: '1m' } },
+        ]),
+        gateway: {
+          logLevel: 'warn',
+          listen: { host: '127.0.0.1', port: 0 },
+          admin: { host: '127.0.0.1', port: 0 },
+        },
+        store: { kind: 'sqlite', path: join(dir, '4runr.db') },
+      })
+      await writeFile(file, text)
+      const started = await startGatewayProcess(
+        file,
+        { RUNR_ADMIN_KEY: `rate-limit-admin-key-${i}-0123456789` },
+        dir,
+      )
+      processes.push(started)
+      await waitUntilReady(started)
+    }
+    const answers = await Promise.all(
+      Array.from({ length: 24 }, (_, i) => fetch(`${processes[i % 2]!.publicUrl}/procs/x`)),
+    )
+    assert.equal(answers.filter((r) => r.status === 200).length, 7)
+    assert.equal(answers.filter((r) => r.status === 429).length, 17)
     await Promise.all(answers.map((r) => r.arrayBuffer()))
   })
 

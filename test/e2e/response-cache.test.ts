@@ -288,7 +288,11 @@ describe('the response cache in memory', () => {
     })
 
     it('keeps no answer to a request carrying credentials no principal was proven from', async () => {
-      for (const headers of [{ authorization: 'Basic dXNlcjpwYXNz' }, { cookie: 'session=abc' }]) {
+      const credentialed: Array<Record<string, string>> = [
+        { authorization: 'Basic dXNlcjpwYXNz' },
+        { cookie: 'session=abc' },
+      ]
+      for (const headers of credentialed) {
         for (let i = 0; i < 2; i++) {
           const res = await get('/pages/open/with-credentials', headers)
           assert.equal(res.headers.get('x-cache'), null)
