@@ -249,6 +249,7 @@ export function compileConfig(
   const approvalTtlMs = raw.approvals?.ttl === undefined ? 3_600_000 : durationMs(raw.approvals.ttl)
   if (approvalTtlMs < 1000) problems.push({ path: 'approvals.ttl', message: 'must be at least 1s' })
   const rateLimits = compileRateLimits(raw, problems)
+  const toolResilience = compileToolResilience(raw, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   const prefixed = channels.filter((c) => c.prefix !== '').sort((a, b) => b.prefix.length - a.prefix.length)
   const store = raw.store
@@ -268,7 +269,7 @@ export function compileConfig(
     toolUrls: compileToolUrls(raw, options.resolveDemoTool),
     rateLimits,
     cache: compileCache(raw),
-    toolResilience: compileToolResilience(raw, problems),
+    toolResilience,
     idempotency: Object.freeze({
       ttlMs: raw.idempotency?.ttl === undefined ? 86_400_000 : durationMs(raw.idempotency.ttl),
       waitMs: raw.idempotency?.wait === undefined ? 5_000 : durationMs(raw.idempotency.wait),

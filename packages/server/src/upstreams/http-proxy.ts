@@ -175,6 +175,20 @@ export function responseHeaders(
   return out
 }
 
+/** Write the head of an upstream answer and let the client's pace drive the upstream's. */
+function startResponse(
+  res: ServerResponse,
+  ctx: RequestContext,
+  channel: CompiledChannel,
+  c: Dispatcher.DispatchController,
+  statusCode: number,
+  headers: Record<string, string | string[]>,
+): void {
+  res.writeHead(statusCode, responseHeaders(headers, ctx, channel))
+  if (ctx.method === 'HEAD') return
+  res.on('drain', () => c.resume())
+}
+
 /** True when the request carries a body (RFC 9112 §6.3): a length above zero, or chunked. */
 function hasBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length']
@@ -255,15 +269,7 @@ export function forwardRequest(
   let heldChunks: Buffer[] | undefined
   let heldEnded = false
   const timeout = channel.timeoutMs
-  const startResponse = (
-    c: Dispatcher.DispatchController,
-    statusCode: number,
-    headers: Record<string, string | string[]>,
-  ): void => {
-    res.writeHead(statusCode, responseHeaders(headers, ctx, channel))
-    if (ctx.method === 'HEAD') return
-    res.on('drain', () => c.resume())
-  }
+
   dispatcher.dispatch(
     {
       origin: channel.system.origin,
@@ -295,7 +301,7 @@ export function forwardRequest(
               if (finished || heldChunks === undefined) return
               const chunks = heldChunks
               heldChunks = undefined
-              startResponse(c, statusCode, upstreamHeaders)
+              startResponse(res, ctx, channel, c, statusCode, upstreamHeaders)
               let room = true
               for (const chunk of chunks) room = res.write(chunk)
               if (heldEnded) {
@@ -312,7 +318,7 @@ export function forwardRequest(
           })
           return
         }
-        startResponse(c, statusCode, upstreamHeaders)
+        startResponse(res, ctx, channel, c, statusCode, upstreamHeaders)
       },
       onResponseData(c, chunk) {
         if (finished) return
