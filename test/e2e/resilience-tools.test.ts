@@ -81,6 +81,15 @@ describe('tool resilience', () => {
     assert.equal(fakes.serpapi.requests.length - before, 3, 'three tries reached the fake')
   })
 
+  it("waits for the upstream's Retry-After before retrying a tool call", async () => {
+    fakes.serpapi.faults.add({ kind: 'status', status: 503, headers: { 'retry-after': '1' } })
+    const started = Date.now()
+    const res = await search()
+    assert.equal(res.status, 200)
+    assert.equal(((await res.json()) as { metadata: { attempts: number } }).metadata.attempts, 2)
+    assert.ok(Date.now() - started >= 950, `retried after ${Date.now() - started} ms`)
+  })
+
   it('does not repeat an action with effects: gmail.send fails once on a 503', async () => {
     fakes.gmail.faults.add({ kind: 'status', status: 503 })
     const sent = fakes.gmail.sent.length
@@ -111,7 +120,10 @@ describe('tool resilience', () => {
     fakes.serpapi.faults.clear()
     await new Promise((r) => setTimeout(r, 350))
     assert.equal((await search()).status, 200, 'the half-open probe succeeds')
-    assert.match(await (await gw.admin('/metrics')).text(), /runr_breaker_state\{kind="tool",name="serpapi"\} 0/)
+    assert.match(
+      await (await gw.admin('/metrics')).text(),
+      /runr_breaker_state\{kind="tool",name="serpapi"\} 0/,
+    )
   })
 
   it('answers 504 upstream_timeout naming the total timeout when the upstream is slow', async () => {
