@@ -408,6 +408,7 @@ describe('targets and configs', () => {
         'tool',
         'tool-policy',
         'openai-passthrough',
+        'tool-audit-off',
       ],
     )
   })
@@ -730,21 +731,38 @@ describe('the bench gateway config', () => {
     roles: [],
   })
 
+  it('differs for the tool-audit-off process only by the audit ledger being off, and its own store', () => {
+    const offYaml = gatewayConfig({
+      port: 8000,
+      adminPort: 8001,
+      upstreamPort: 9000,
+      tmpDir: '/tmp/x',
+      audit: false,
+    })
+    const off = compileConfig(parseConfigText(offYaml), offYaml)
+    assert.equal(config.raw.audit?.enabled, undefined)
+    assert.equal(off.raw.audit?.enabled, false)
+    assert.notEqual(JSON.stringify(off.raw.store), JSON.stringify(config.raw.store))
+    const { audit: _audit, store: _store, ...rest } = off.raw
+    const { audit: _a, store: _s, ...same } = config.raw
+    assert.deepEqual(rest, same)
+  })
+
   it('points the SerpAPI and OpenAI tools at the bench upstream', () => {
     const tools = config.raw.tools as Record<string, { url?: string }>
     assert.equal(tools['serpapi']?.url, 'http://127.0.0.1:9000')
     assert.equal(tools['openai']?.url, 'http://127.0.0.1:9000')
   })
 
-  it('holds the rows’ three policies and 1,000 generated ones, four of which select the tool-policy agent by labels', () => {
+  it('holds the rows’ four policies and 1,000 generated ones, four of which select the tool-policy agent by labels', () => {
     assert.equal(GENERATED_POLICIES, 1000)
-    assert.equal(config.policies.length, 3 + GENERATED_POLICIES)
+    assert.equal(config.policies.length, 4 + GENERATED_POLICIES)
     assert.deepEqual(
-      config.policies.slice(0, 3).map((p) => p.name),
-      ['bench', 'bench-tool', 'bench-openai'],
+      config.policies.slice(0, 4).map((p) => p.name),
+      ['bench', 'bench-tool', 'bench-openai', 'bench-sdk'],
     )
     assert.deepEqual(policiesSelecting(POLICY_AGENT_LABELS), [7, 307, 607, 907])
-    const generated = (config.raw.policies ?? [])[3 + 7]
+    const generated = (config.raw.policies ?? [])[4 + 7]
     assert.deepEqual(generated?.agents, { labels: { team: 'team-7', tier: 't1' } })
     assert.equal(generated?.allow?.length, 3)
     assert.equal(generated?.deny?.length, 1)

@@ -161,10 +161,13 @@ function channelRow(spec: {
   mode: Mode
   prefix: string
   limited: boolean
+  /** the fixed-rate latency run too (rl-none: the public channel on a lean process, for issue 3) */
+  fixedRate?: boolean
 }): Target {
   return {
     name: spec.name,
     about: spec.about,
+    fixedRate: spec.fixedRate ?? false,
     unavailable: () => (spec.mode === 'redis' ? redisUnavailable() : null),
     async start(ctx) {
       const gw = await modeGateway(ctx, spec.mode)
@@ -189,6 +192,7 @@ export const rateLimitNone = channelRow({
   mode: 'memory',
   prefix: '/bench-none',
   limited: false,
+  fixedRate: true,
 })
 
 export const rateLimitMemory = channelRow({
@@ -220,6 +224,7 @@ function cacheRow(spec: { name: string; about: string; hit: boolean }): Target {
   return {
     name: spec.name,
     about: spec.about,
+    fixedRate: false,
     async start(ctx) {
       const gw = await modeGateway(ctx, 'memory')
       const secret = await fetch(`${gw.adminUrl}/v1/secrets/serpapi_key`, {

@@ -161,7 +161,7 @@ const fmtPercent = (ratio: number) => `${(ratio * 100).toFixed(2)}%`
  * answering 401 (an expired or refused token) is faster than one doing the work. `what` says in
  * the check's name what the two rows are; `also` adds, for information, the ratio to another row.
  */
-function rpsCheck(
+export function rpsCheck(
   rows: Row[],
   subject: string,
   reference: string,
@@ -267,14 +267,60 @@ export function toolChecks(rows: Row[]): Check[] {
   ]
 }
 
+/** Issue 7: the share of a route's throughput kept with one rate limit (memory state) on it. */
+export const MIN_RATE_LIMIT_RATIO = 0.97
+/** Issue 8: the share of the tool route's throughput kept with the audit ledger on (batched). */
+export const MIN_AUDIT_RATIO = 0.9
+
+/** A cost judged on alternating pairs of short runs: `variant`'s RPS against `base`'s. */
+export interface PairSpec {
+  variant: string
+  base: string
+  min: number
+  what: string
+}
+
 /**
- * The tool-policy check from alternating pairs of short runs (tool, tool-policy, then the other
- * way round), judged on the median of the pairs' ratios: rows run minutes apart swing ±10% on a
- * shared VM, more than the 5% the check resolves, while the two runs of a pair share conditions.
- * The rounds' ratio stays in the detail for comparison.
+ * The costs small enough that rows run minutes apart cannot resolve them (they swing ±10% on a
+ * shared VM), so each is judged on the median ratio of alternating pairs of short runs (variant,
+ * base, then the other way round), whose two runs share conditions:
+ * - issue 5: a realistic policy set (1,000 policies, label selector, intent, CEL guard, deny
+ *   rules evaluated) against one allow rule naming the agent, on the same process. Policies cannot
+ *   be switched off (default deny): the minimal policy is the baseline;
+ * - issue 7: one GCRA limit (memory state) on the public channel route against the same route
+ *   without, on the same process;
+ * - issue 8: the tool route with the audit ledger on (batched, the default) against a process
+ *   with the same config but `audit.enabled: false`.
  */
-export function pairedToolPolicyCheck(ratios: readonly number[], fromRounds: Check): Check {
-  const name = `tool-policy RPS ≥ ${Math.round(MIN_TOOL_POLICY_RATIO * 100)}% of tool, median of ${ratios.length} alternating pairs (realistic policy set: 1,000 policies, label selector, intent, CEL guard, vs one allow rule naming the agent)`
+export const PAIR_SPECS: readonly PairSpec[] = [
+  {
+    variant: 'tool-policy',
+    base: 'tool',
+    min: MIN_TOOL_POLICY_RATIO,
+    what: 'realistic policy set: 1,000 policies, label selector, intent, CEL guard, vs one allow rule naming the agent',
+  },
+  {
+    variant: 'rl-memory',
+    base: 'rl-none',
+    min: MIN_RATE_LIMIT_RATIO,
+    what: 'one by-ip GCRA limit in memory vs the same public channel route without',
+  },
+  {
+    variant: 'tool',
+    base: 'tool-audit-off',
+    min: MIN_AUDIT_RATIO,
+    what: 'the tool route with the audit ledger on (batched) vs a gateway with audit.enabled: false',
+  },
+]
+
+/** The rounds' check of a pair spec, which the pairs' median replaces when pairs ran. */
+export function pairRoundsCheck(rows: Row[], spec: PairSpec): Check {
+  return rpsCheck(rows, spec.variant, spec.base, spec.min, { answeredOnly: true, what: spec.what })
+}
+
+/** A pair spec judged on the median of its pairs' ratios; the rounds' ratio stays in the detail. */
+export function pairedCheck(spec: PairSpec, ratios: readonly number[], fromRounds: Check): Check {
+  const name = `${spec.variant} RPS ≥ ${Math.round(spec.min * 100)}% of ${spec.base}, median of ${ratios.length} alternating pairs (${spec.what})`
   if (ratios.length === 0) return fromRounds
   const sorted = [...ratios].sort((a, b) => a - b)
   const mid = sorted.length / 2
@@ -282,9 +328,54 @@ export function pairedToolPolicyCheck(ratios: readonly number[], fromRounds: Che
   const pct = (r: number) => `${(r * 100).toFixed(1)}%`
   return {
     name,
-    pass: median >= MIN_TOOL_POLICY_RATIO - EPSILON,
+    pass: median >= spec.min - EPSILON,
     detail: `${pct(median)} (pairs ${sorted.map(pct).join(', ')}); rounds: ${fromRounds.detail}`,
   }
+}
+
+/** The tool-policy check (issue 5) from its pairs. */
+export function pairedToolPolicyCheck(ratios: readonly number[], fromRounds: Check): Check {
+  return pairedCheck(PAIR_SPECS[0]!, ratios, fromRounds)
+}
+
+/**
+ * Figures without a target, printed after the checks: the Redis rate limit's cost (issue 7), the
+ * cache hit against a miss (issue 7), and the public channel route on a lean process (no policy
+ * set) against nginx, beside issue 3's check on the bench process with its 1,000 policies.
+ */
+export function reportLines(rows: Row[]): string[] {
+  const row = (name: string) => rows.find((r) => r.name === name)
+  const ratio = (a: string, b: string, label: string): string => {
+    const x = row(a)
+    const y = row(b)
+    if (x?.rps == null || !y?.rps) return `${label}: ${missingReason(rows, a, b, 'RPS')}`
+    const cpu =
+      x.cpuUsPerRequest != null && y.cpuUsPerRequest != null
+        ? `; CPU ${x.cpuUsPerRequest.toFixed(0)} vs ${y.cpuUsPerRequest.toFixed(0)} µs/req`
+        : ''
+    return `${label}: ${fmtPercent(x.rps / y.rps)} (${fmtInt(x.rps)} vs ${fmtInt(y.rps)} RPS; p99 ${fmtMs(x.p99)} vs ${fmtMs(y.p99)} ms${cpu})`
+  }
+  const lean = row('rl-none')
+  const nginx = row('nginx')
+  const leanP99 =
+    lean?.fixedP99MinusRef != null ? `, fixed-rate p99 ${fmtDiff(lean.fixedP99MinusRef)} ms over nginx` : ''
+  const leanVsNginx =
+    lean?.rps != null && nginx?.rps
+      ? `public channel on a lean process (rl-none) vs nginx: ${fmtPercent(lean.rps / nginx.rps)} RPS${leanP99}`
+      : 'public channel on a lean process (rl-none) vs nginx: not measured'
+  return [
+    ratio(
+      'rl-redis',
+      'rl-redis-none',
+      'rate limit in Redis (one Lua script per request) vs none, same process',
+    ),
+    ratio(
+      'tool-cache-hit',
+      'tool-cache-miss',
+      'tool call answered from the cache vs a miss (Cache-Control: no-cache)',
+    ),
+    leanVsNginx,
+  ]
 }
 
 export function formatCheck(c: Check): string {

@@ -19,7 +19,7 @@
  *   BENCH_TARGETS=a,b       only these targets (nginx is kept as the reference when present)
  *   BENCH_EXCHANGE_DURATION=5     seconds of POST /v1/token after the rows (gateway-auth's gateway)
  *   BENCH_EXCHANGE_CONCURRENCY=16 concurrent token requests
- *   BENCH_PAIRS=10          alternating pairs of tool and tool-policy runs for the policy-cost check
+ *   BENCH_PAIRS=10          alternating pairs of short runs per small cost (PAIR_SPECS in report.ts)
  *   BENCH_PAIR_DURATION=4   seconds per run of a pair
  *   BENCH_QUICK=1           smoke test: 1 round of 3 s (warm-up 2 s, fixed-rate 3 s, exchange 2 s)
  *   BENCH_STRICT=1          exit 1 when an acceptance check fails
@@ -29,6 +29,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
+import { createAgent } from './identity.ts'
 import {
   type ExchangeResult,
   type LoadRequest,
@@ -39,23 +40,33 @@ import {
 } from './load.ts'
 import { formatPolicyDecision, measurePolicyDecision, POLICY_MEDIAN_LIMIT_US } from './policy-decision.ts'
 import { detectPinning, hasCommand, killAllNow, type Pinning, ROOT, stopAll } from './proc.ts'
+import { RATE_LIMIT_CACHE_TARGETS } from './ratelimit-cache.ts'
 import {
   acceptanceChecks,
   buildRows,
   formatCheck,
   formatExchange,
   formatTable,
-  pairedToolPolicyCheck,
+  PAIR_SPECS,
+  type PairSpec,
+  pairedCheck,
+  pairRoundsCheck,
+  reportLines,
   type TargetSamples,
   toolChecks,
 } from './report.ts'
+import { formatSdkOverhead, measureSdkOverhead, type SdkOverheadResult } from './sdk-overhead.ts'
 import {
   type BenchContext,
   describeRequest,
+  GATEWAY_ADMIN_KEY,
   type Running,
+  SDK_AGENT,
   startUpstream,
   TARGETS,
   type Target,
+  TOOL_BODY,
+  TOOL_SCOPE,
 } from './targets.ts'
 import { upstreamKind } from './upstream.ts'
 
@@ -204,7 +215,8 @@ async function main(): Promise<number> {
   }
 
   const only = process.env['BENCH_TARGETS']?.split(',').map((s) => s.trim())
-  const chosen = only ? TARGETS.filter((t) => only.includes(t.name) || t.name === 'nginx') : TARGETS
+  const targets = [...TARGETS, ...RATE_LIMIT_CACHE_TARGETS]
+  const chosen = only ? targets.filter((t) => only.includes(t.name) || t.name === 'nginx') : targets
   const all: TargetSamples[] = []
   const live: Live[] = []
   for (const target of chosen) {
@@ -263,28 +275,28 @@ async function main(): Promise<number> {
     }
   }
 
-  /** tool and tool-policy in alternating pairs of short runs; the ratio of each pair. */
-  async function toolPolicyPairs(): Promise<number[]> {
-    const tool = live.find((l) => l.target.name === 'tool')
-    const policy = live.find((l) => l.target.name === 'tool-policy')
-    if (tool === undefined || policy === undefined || params.pairs === 0) return []
-    log(`pairs: tool and tool-policy alternating, ${params.pairs} × ${params.pairSec}s each`)
+  /** `spec`'s variant and base rows in alternating pairs of short runs; the ratio of each pair. */
+  async function runPairs(spec: PairSpec): Promise<number[]> {
+    const base = live.find((l) => l.target.name === spec.base)
+    const variant = live.find((l) => l.target.name === spec.variant)
+    if (base === undefined || variant === undefined || params.pairs === 0) return []
+    log(`pairs: ${spec.base} and ${spec.variant} alternating, ${params.pairs} × ${params.pairSec}s each`)
     const ratios: number[] = []
     for (let i = 0; i < params.pairs; i++) {
       const rps = new Map<Live, number>()
-      for (const l of i % 2 === 0 ? [tool, policy] : [policy, tool]) {
+      for (const l of i % 2 === 0 ? [base, variant] : [variant, base]) {
         await attempt(l, `pair ${i + 1}`, async () => {
           const r = await throughputRun(l.running, params.pairSec)
           // A refused request would make a cheap row look fast.
           if (r.non2xx === 0 && r.errors === 0) rps.set(l, r.rps)
         })
       }
-      const a = rps.get(tool)
-      const b = rps.get(policy)
+      const a = rps.get(base)
+      const b = rps.get(variant)
       if (a !== undefined && b !== undefined && a > 0) {
         ratios.push(b / a)
         log(
-          `  pair ${i + 1}: tool ${Math.round(a)} RPS, tool-policy ${Math.round(b)} RPS (${((b / a) * 100).toFixed(1)}%)`,
+          `  pair ${i + 1}: ${spec.base} ${Math.round(a)} RPS, ${spec.variant} ${Math.round(b)} RPS (${((b / a) * 100).toFixed(1)}%)`,
         )
       }
     }
@@ -317,6 +329,7 @@ async function main(): Promise<number> {
     }
     log(`round ${round}/${params.rounds}: fixed rate ${params.rate}/s`)
     for (const l of order) {
+      if (l.target.fixedRate === false) continue
       await attempt(l, `round ${round} fixed rate`, async () => {
         const r = await runFixedRate({
           url: l.running.url,
@@ -333,17 +346,18 @@ async function main(): Promise<number> {
     }
   }
 
-  const pairRatios = await toolPolicyPairs()
+  const pairRatios = new Map<PairSpec, number[]>()
+  for (const spec of PAIR_SPECS) pairRatios.set(spec, await runPairs(spec))
   const tokenExchange = await measureTokenExchange(live, all, pinning)
+  const sdkOverhead = await measureSdk(live)
 
   // In process and CPU-bound: measured after the load runs, while the targets sit idle.
   const policyDecision = measurePolicyDecision()
   const rows = buildRows(all)
   const checks = [
     ...acceptanceChecks(rows),
-    ...toolChecks(rows).map((c) =>
-      c.name.startsWith('tool-policy') ? pairedToolPolicyCheck(pairRatios, c) : c,
-    ),
+    ...toolChecks(rows).filter((c) => !c.name.startsWith('tool-policy')),
+    ...PAIR_SPECS.map((spec) => pairedCheck(spec, pairRatios.get(spec) ?? [], pairRoundsCheck(rows, spec))),
     {
       name: `policy decision median under ${POLICY_MEDIAN_LIMIT_US} µs (1,000 policies, 10,000 agents, CEL guard)`,
       pass: policyDecision.medianUs < POLICY_MEDIAN_LIMIT_US,
@@ -362,14 +376,22 @@ async function main(): Promise<number> {
   )
   log(formatPolicyDecision(policyDecision))
   log()
+  log(
+    'skipped' in sdkOverhead
+      ? `SDK overhead: skipped (${sdkOverhead.skipped})`
+      : formatSdkOverhead(sdkOverhead),
+  )
+  log()
   for (const c of checks) log(formatCheck(c))
+  log()
+  for (const line of reportLines(rows)) log(line)
 
   const resultsDir = join(ROOT, 'bench', 'results')
   mkdirSync(resultsDir, { recursive: true })
   const file = join(resultsDir, 'latest.json')
   writeFileSync(
     file,
-    `${JSON.stringify({ machine, parameters: params, rows, tokenExchange, policyDecision, checks }, null, 2)}\n`,
+    `${JSON.stringify({ machine, parameters: params, rows, tokenExchange, policyDecision, sdkOverhead, checks }, null, 2)}\n`,
   )
   log()
   log(`wrote ${file}`)
@@ -377,6 +399,37 @@ async function main(): Promise<number> {
 }
 
 const EXCHANGE_ROW = 'gateway-auth'
+
+/**
+ * The TypeScript SDK's own cost per tool call (issue 9), next to a raw fetch of the tool row's
+ * route on the same gateway, alone on the proxy CPU like every measurement.
+ */
+async function measureSdk(live: Live[]): Promise<SdkOverheadResult | { skipped: string }> {
+  const l = live.find((x) => x.target.name === 'tool')
+  const gateway = l?.running.gateway
+  if (l === undefined || gateway === undefined || l.samples.skipped)
+    return { skipped: 'the tool row is not running' }
+  log(`SDK overhead: serpapi search one call at a time, raw fetch vs @4runr/gateway (and with DPoP)`)
+  for (const other of live) if (other.running.proc !== l.running.proc) other.running.proc?.pause()
+  try {
+    const agent = await createAgent(gateway.adminUrl, GATEWAY_ADMIN_KEY, SDK_AGENT)
+    return await measureSdkOverhead({
+      publicUrl: gateway.publicUrl,
+      agent,
+      scope: TOOL_SCOPE,
+      tool: 'serpapi',
+      action: 'search',
+      params: JSON.parse(TOOL_BODY) as Record<string, unknown>,
+      block: params.quick ? 50 : 200,
+      blocks: params.quick ? 2 : 10,
+    })
+  } catch (err) {
+    log(`  SDK overhead failed: ${(err as Error).message}`)
+    return { skipped: 'failed' }
+  } finally {
+    for (const other of live) if (other.running.proc !== l.running.proc) other.running.proc?.resume()
+  }
+}
 
 /**
  * `POST /v1/token` per second on the gateway-auth row's gateway, after every row has been
