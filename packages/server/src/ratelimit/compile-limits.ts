@@ -37,7 +37,7 @@ export interface CompiledRateLimits {
 }
 
 /** The tools that have a `tools.NAME` block, so a `tool:` can be checked at load. */
-export const limitedTools = ['serpapi', 'openai', 'gmail', 'http_fetch'] as const
+const limitedTools = ['serpapi', 'openai', 'gmail', 'http_fetch'] as const
 
 const channelKinds: ReadonlySet<LimitBy> = new Set(['global', 'channel', 'path', 'agent', 'user', 'ip'])
 const toolKinds: ReadonlySet<LimitBy> = new Set(['global', 'agent', 'agent_tool', 'ip'])
