@@ -93,7 +93,7 @@ function retryableError(err: unknown, idempotent: boolean): boolean {
 }
 
 /** The `circuit_open` refusal, with how long the breaker stays open. */
-export function circuitOpen(target: Target, retryAfterMs: number): GatewayError {
+function circuitOpen(target: Target, retryAfterMs: number): GatewayError {
   const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000))
   return new GatewayError('circuit_open', undefined, {
     details: { [target.kind]: target.name, retryAfterSeconds: seconds },

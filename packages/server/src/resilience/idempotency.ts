@@ -16,7 +16,7 @@ import type { IdempotencyStore, IdempotentAnswer } from '../store/types.ts'
 import { neverSent } from './guard.ts'
 
 /** The header (draft-ietf-httpapi-idempotency-key-header). */
-export const idempotencyHeader = 'idempotency-key'
+const idempotencyHeader = 'idempotency-key'
 /** Set on an answer that repeats a stored one. */
 export const replayedHeader = 'idempotent-replayed'
 
