@@ -166,7 +166,13 @@ describe('Idempotency-Key on a channel POST', () => {
       const delay = req.url?.includes('slow') ? 300 : 0
       setTimeout(() => {
         created++
-        res.writeHead(201, { 'content-type': 'application/json', location: `/orders/${created}` })
+        res.writeHead(201, {
+          'content-type': 'application/json',
+          location: `/orders/${created}`,
+          ...(req.url?.includes('cookie')
+            ? { 'set-cookie': ['session=s3cr3t; HttpOnly', 'theme=dark'] }
+            : {}),
+        })
         res.end(JSON.stringify({ id: created, got: body.toString('utf8') }))
       }, delay)
     })
@@ -201,6 +207,17 @@ describe('Idempotency-Key on a channel POST', () => {
     assert.equal(await repeat.text(), firstBody)
     assert.equal(orders.requests.length - before, 1)
     assert.equal(orders.requests.at(-1)?.headers['idempotency-key'], key, 'the key reaches the backend too')
+  })
+
+  it('passes cookies to the first answer only and keeps them out of the store', async () => {
+    const key = randomUUID()
+    const first = await post(key, '{}', '/orders/cookie')
+    assert.deepEqual(first.headers.getSetCookie(), ['session=s3cr3t; HttpOnly', 'theme=dark'])
+    const body = await first.text()
+    const repeat = await post(key, '{}', '/orders/cookie')
+    assert.equal(repeat.headers.get('idempotent-replayed'), 'true')
+    assert.deepEqual(repeat.headers.getSetCookie(), [])
+    assert.equal(await repeat.text(), body)
   })
 
   it('refuses the same key with another body with 422, and a POST without a key streams as before', async () => {

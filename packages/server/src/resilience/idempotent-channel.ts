@@ -31,13 +31,27 @@ import type { Resilience } from './registry.ts'
 /** Headers of a kept answer that belong to the request that made it, never repeated. */
 const perRequest = new Set(['x-correlation-id', 'date', 'connection', 'keep-alive', 'transfer-encoding'])
 
+/**
+ * What is stored of an answer: cookies stay out of the database (a session they set is the first
+ * response's alone; a replay repeats the body, not the login).
+ */
+function kept(answer: LiveAnswer): IdempotentAnswer {
+  if (answer.cookies === undefined) return answer
+  const { cookies: _, ...stored } = answer
+  return stored
+}
+
+/** The first answer as the client gets it: with its cookies, one header each. */
+type LiveAnswer = IdempotentAnswer & { cookies?: string[] }
+
 /** Whether this request takes the idempotent path: a POST carrying the header. */
 export function wantsIdempotency(req: IncomingMessage, ctx: RequestContext): boolean {
   return ctx.method === 'POST' && req.headers['idempotency-key'] !== undefined
 }
 
-function write(res: ServerResponse, ctx: RequestContext, answer: IdempotentAnswer, replayed: boolean): void {
-  const headers: Record<string, string | number> = { ...answer.headers }
+function write(res: ServerResponse, ctx: RequestContext, answer: LiveAnswer, replayed: boolean): void {
+  const headers: Record<string, string | number | string[]> = { ...answer.headers }
+  if (answer.cookies !== undefined) headers['set-cookie'] = answer.cookies
   const { header, on } = ctx.config.gateway.requestId
   if (on === 'always') headers[header] = ctx.requestId
   headers['x-correlation-id'] = ctx.correlationId
@@ -57,7 +71,7 @@ async function send(
   dispatcher: Dispatcher,
   body: Buffer,
   limit: number,
-): Promise<{ answer: IdempotentAnswer; upstreamMs: number }> {
+): Promise<{ answer: LiveAnswer; upstreamMs: number }> {
   const policy = channel.system.resilience
   const target = resilience.target('system', channel.system.name, policy)
   const started = performance.now()
@@ -103,14 +117,17 @@ async function send(
         throw err instanceof GatewayError ? err : upstreamFailure(err)
       }
       const headers: Record<string, string> = {}
+      let cookies: string[] | undefined
       const out = responseHeaders(response.headers as Record<string, string | string[]>, ctx, channel)
       for (const [name, value] of Object.entries(out)) {
         if (perRequest.has(name) || name === ctx.config.gateway.requestId.header || value === undefined)
           continue
-        headers[name] = Array.isArray(value) ? value.join(', ') : String(value)
+        if (name === 'set-cookie') cookies = Array.isArray(value) ? value : [String(value)]
+        else headers[name] = Array.isArray(value) ? value.join(', ') : String(value)
       }
       delete headers['content-length']
-      const answer = { status: response.statusCode, headers, body: Buffer.concat(chunks, size) }
+      const answer: LiveAnswer = { status: response.statusCode, headers, body: Buffer.concat(chunks, size) }
+      if (cookies !== undefined) answer.cookies = cookies
       return { kind: 'answer' as const, value: answer, status: answer.status }
     },
   )
@@ -155,7 +172,7 @@ export function forwardIdempotent(
           ctx.config.gateway.bodyLimitBytes,
         )
         upstreamMs = sent.upstreamMs
-        return { value: sent.answer, answer: sent.answer }
+        return { value: sent.answer, answer: kept(sent.answer) }
       },
       (err) => errorToKeep(err, ctx.requestId),
     )
