@@ -823,6 +823,19 @@ export const ConfigSchema = Type.Object(
         { ...closed, description: 'audit ledger (issue: audit)' },
       ),
     ),
+    metrics: Type.Optional(
+      Type.Object(
+        {
+          perAgent: Type.Optional(
+            Type.Boolean({
+              description:
+                'also count tool calls and LLM tokens by agent name (runr_agent_tool_calls_total, runr_agent_llm_tokens_total): one series per agent, so off by default',
+            }),
+          ),
+        },
+        { ...closed, description: 'Prometheus metrics on the admin listener' },
+      ),
+    ),
     tracing: Type.Optional(
       Type.Object(
         {
@@ -848,7 +861,10 @@ export const ConfigSchema = Type.Object(
             }),
           ),
           flushMs: Type.Optional(
-            Type.Integer({ minimum: 10, description: 'longest wait before finished spans are exported (default 2000)' }),
+            Type.Integer({
+              minimum: 10,
+              description: 'longest wait before finished spans are exported (default 2000)',
+            }),
           ),
         },
         { ...closed, description: 'OpenTelemetry traces (read at start; a reload does not change them)' },

@@ -61,8 +61,28 @@ export interface RequestContext {
   /** The policy decision and its deciding rule, for the request log (agents only). */
   decision: string | undefined
   policyRule: string | undefined
+  /** The tool call a tool route or the passthrough is serving, for its metrics (LLM usage too). */
+  tool: ToolCallFacts | undefined
   /** The tightest rate limit the request passed, for the `RateLimit-*` headers (stage 4). */
   rateLimit: LimitVerdict | undefined
+}
+
+/** The tool and action of a tool call (names from the registry), and the LLM tokens it used. */
+export interface ToolCallFacts {
+  readonly name: string
+  readonly action: string
+  promptTokens: number
+  completionTokens: number
+}
+
+/** Count LLM usage on the call's facts, for `runr_llm_tokens_total`. */
+export function noteUsage(
+  ctx: RequestContext,
+  usage: { promptTokens: number; completionTokens: number },
+): void {
+  if (ctx.tool === undefined) return
+  ctx.tool.promptTokens += usage.promptTokens
+  ctx.tool.completionTokens += usage.completionTokens
 }
 
 /** Client-supplied ids are kept only when short and made of safe characters (DESIGN §18). */
@@ -135,6 +155,7 @@ export function createContext(
     decision: undefined,
     policyRule: undefined,
     rateLimit: undefined,
+    tool: undefined,
   }
 }
 

@@ -9,7 +9,6 @@
  * Stage 4 checks the compiled rate limits (ratelimit/); stage 6 the response cache (cache/).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Attributes } from '@opentelemetry/api'
 import type { AuditService } from '../audit/audit-service.ts'
 import { serveCachedChannel } from '../cache/channel-cache.ts'
 import type { ResponseCache } from '../cache/response-cache.ts'
@@ -36,6 +35,15 @@ import type { Pools } from '../upstreams/pools.ts'
 import { createContext, type Principal, type RequestContext, requestIdHeaderFor } from './context.ts'
 import { normalizePath } from './normalize-path.ts'
 import { type ChannelMatch, matchChannel, matchRule, upstreamPath } from './route-match.ts'
+
+/** A tool call's metrics; by agent name too when `metrics.perAgent` is on. */
+function observeTool(metrics: Metrics, ctx: RequestContext, seconds: number): void {
+  const tool = ctx.tool!
+  const agent = ctx.config.raw.metrics?.perAgent === true ? ctx.principal?.agent?.name : undefined
+  metrics.observeTool(tool.name, tool.action, ctx.status, seconds, agent)
+  if (tool.promptTokens + tool.completionTokens > 0)
+    metrics.llmTokens(tool.name, tool.promptTokens, tool.completionTokens, agent)
+}
 
 /** Close the request span with what the request log line says. */
 function endTrace(ctx: RequestContext): void {
@@ -188,6 +196,7 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     if (ctx.upstreamMs !== undefined && ctx.channel !== undefined) {
       deps.metrics.observeUpstream(ctx.channel.system.name, ctx.upstreamMs / 1000)
     }
+    if (ctx.tool !== undefined) observeTool(deps.metrics, ctx, seconds)
     if (!logging || !deps.logger.isLevelEnabled('info')) return
     // Built field by field: no headers, no query string (it can carry keys), no body.
     deps.logger.info(

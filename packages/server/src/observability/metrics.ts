@@ -27,6 +27,13 @@ export interface Metrics {
   trackInflight(read: () => number): void
   /** Report each breaker's state (0 closed, 1 open, 2 half-open) as `runr_breaker_state` at each scrape. */
   trackBreakers(read: () => Iterable<{ kind: string; name: string; value: number }>): void
+  /**
+   * Count and time one finished tool call (tool routes and the OpenAI passthrough), and by agent
+   * when `metrics.perAgent` names it.
+   */
+  observeTool(tool: string, action: string, status: number, seconds: number, agent: string | undefined): void
+  /** LLM tokens an agent's call used (prompt, completion), by tool, and by agent when named. */
+  llmTokens(tool: string, prompt: number, completion: number, agent: string | undefined): void
   /** One retry of an upstream call to a system or tool. */
   upstreamRetry(kind: string, name: string): void
 }
@@ -107,6 +114,41 @@ export function createMetrics(): Metrics {
     registers: [registry],
   })
 
+  const toolCalls = hotCounter(
+    registry,
+    'runr_tool_calls_total',
+    'Tool calls answered, by tool, action and status class.',
+    ['tool', 'action', 'status'],
+  )
+  const toolDuration = hotHistogram(
+    registry,
+    'runr_tool_call_duration_seconds',
+    'Time from request start to the end of a tool call’s answer, by tool and action.',
+    ['tool', 'action'],
+    latencyBuckets,
+  )
+  // Only with metrics.perAgent: one series per agent, so its cardinality is the operator's choice.
+  const agentToolCalls = new Counter({
+    name: 'runr_agent_tool_calls_total',
+    help: 'Tool calls answered, by agent (metrics.perAgent), tool, action and status class.',
+    labelNames: ['agent', 'tool', 'action', 'status'] as const,
+    registers: [registry],
+  })
+  const llmTokens = new Counter({
+    name: 'runr_llm_tokens_total',
+    help: 'LLM tokens used through the gateway, by tool and kind (prompt, completion).',
+    labelNames: ['tool', 'kind'] as const,
+    registers: [registry],
+  })
+  const agentLlmTokens = new Counter({
+    name: 'runr_agent_llm_tokens_total',
+    help: 'LLM tokens used, by agent (metrics.perAgent), tool and kind (prompt, completion).',
+    labelNames: ['agent', 'tool', 'kind'] as const,
+    registers: [registry],
+  })
+  type ToolSeries = { duration: HistogramSeries; byStatus: Map<string, CounterSeries> }
+  const perTool = new Map<string, ToolSeries>()
+
   type MethodSeries = { duration: HistogramSeries; byStatus: Map<string, CounterSeries> }
   const perRoute = new Map<string, Map<string, MethodSeries>>()
   const perSystem = new Map<string, HistogramSeries>()
@@ -165,6 +207,31 @@ export function createMetrics(): Metrics {
     },
     trackBreakers(read) {
       readBreakers = read
+    },
+    observeTool(tool, action, status, seconds, agent) {
+      const statusClass = statusClasses[Math.trunc(status / 100)] ?? 'other'
+      // Tool and action come from the registry's names, never from the request: bounded.
+      const key = `${tool}.${action}`
+      let entry = perTool.get(key)
+      if (entry === undefined) {
+        entry = { duration: toolDuration.series(tool, action), byStatus: new Map() }
+        perTool.set(key, entry)
+      }
+      let counter = entry.byStatus.get(statusClass)
+      if (counter === undefined) {
+        counter = toolCalls.series(tool, action, statusClass)
+        entry.byStatus.set(statusClass, counter)
+      }
+      counter.inc()
+      entry.duration.observe(seconds)
+      if (agent !== undefined) agentToolCalls.labels(agent, tool, action, statusClass).inc()
+    },
+    llmTokens(tool, prompt, completion, agent) {
+      if (prompt > 0) llmTokens.labels(tool, 'prompt').inc(prompt)
+      if (completion > 0) llmTokens.labels(tool, 'completion').inc(completion)
+      if (agent === undefined) return
+      if (prompt > 0) agentLlmTokens.labels(agent, tool, 'prompt').inc(prompt)
+      if (completion > 0) agentLlmTokens.labels(agent, tool, 'completion').inc(completion)
     },
     upstreamRetry(kind, name) {
       retries.labels(kind, name).inc()

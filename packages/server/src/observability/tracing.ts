@@ -161,7 +161,11 @@ class Traced implements RequestTrace {
 export function createTracing(settings: TracingSettings): Tracing {
   const ids = new GatewayIds()
   // Bounded waits: an unreachable collector must not hold up a graceful stop for long.
-  const exporter = new OTLPTraceExporter({ url: settings.endpoint, headers: settings.headers, timeoutMillis: 5_000 })
+  const exporter = new OTLPTraceExporter({
+    url: settings.endpoint,
+    headers: settings.headers,
+    timeoutMillis: 5_000,
+  })
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ 'service.name': settings.serviceName }),
     idGenerator: ids,

@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { GatewayError } from '../errors/gateway-error.ts'
-import type { Principal, RequestContext } from '../http/context.ts'
+import { noteUsage, type Principal, type RequestContext } from '../http/context.ts'
 import type { JsonAnswer, StreamAnswer } from '../http/pipeline.ts'
 import { readBody } from '../http/read-body.ts'
 import { decisionAttributes, inPhase } from '../observability/tracing.ts'
@@ -131,12 +131,19 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
 } {
   const toolName = deps.tool.name
 
-  function meter(rule: Rule, agentId: string, usage: { promptTokens: number; completionTokens: number }) {
+  function meter(
+    ctx: RequestContext,
+    rule: Rule,
+    agentId: string,
+    usage: { promptTokens: number; completionTokens: number },
+  ) {
+    noteUsage(ctx, usage)
     return deps.recordTokens(rule, agentId, usage.promptTokens + usage.completionTokens)
   }
 
   /** A whole answer: refused key → 502, not JSON → 502, else passed on (metered, redacted). */
   async function answerJson(
+    ctx: RequestContext,
     answer: Pick<UpstreamAnswer, 'status' | 'headers' | 'json'>,
     outcome: Extract<Authorized, { kind: 'proceed' }>,
     agentId: string,
@@ -158,7 +165,7 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
     let body: unknown = answer.json
     if (answer.status >= 200 && answer.status <= 299) {
       const usage = usageOf((body as { usage?: unknown } | null)?.usage)
-      if (usage !== undefined) await meter(outcome.rule, agentId, usage)
+      if (usage !== undefined) await meter(ctx, outcome.rule, agentId, usage)
       if (outcome.filter !== null) body = outcome.filter.apply(body).value
     }
     return { status: answer.status, body, headers: passed(answer) }
@@ -171,6 +178,7 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
     endpoint: Endpoint,
   ): Promise<JsonAnswer | StreamAnswer> {
     const agent = agentOf(principal)
+    ctx.tool = { name: toolName, action: endpoint.action, promptTokens: 0, completionTokens: 0 }
     const limited = deps.limiter?.checkTool(ctx, req, toolName)
     if (limited !== undefined) await limited
     const facts: CallFacts = { req, ctx, principal, agent }
@@ -245,7 +253,7 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
         const answer = await calls.call(settings, request, closing, trace)
         ctx.upstreamMs = performance.now() - started
         upstreamSpan?.end({ 'http.response.status_code': answer.status })
-        return await answerJson(answer, outcome, agent.id)
+        return await answerJson(ctx, answer, outcome, agent.id)
       }
       const opened = await calls.open(settings, request, closing, trace)
       ctx.upstreamMs = performance.now() - started
@@ -256,14 +264,19 @@ export function createOpenAIPassthrough(deps: OpenAIPassthroughDeps): {
         const json = refusedKey.has(opened.status)
           ? undefined
           : jsonOf(await readAll(opened.body, 1024 * 1024))
-        return await answerJson({ status: opened.status, headers: opened.headers, json }, outcome, agent.id)
+        return await answerJson(
+          ctx,
+          { status: opened.status, headers: opened.headers, json },
+          outcome,
+          agent.id,
+        )
       }
       relaying = true
       const stream = relayWithUsage(opened.body, {
         dropUsageChunk: !clientAskedUsage,
         onEnd: (usage) => {
           if (usage !== undefined)
-            meter(outcome.rule, agent.id, usage).catch((err: unknown) => deps.onError(err))
+            meter(ctx, outcome.rule, agent.id, usage).catch((err: unknown) => deps.onError(err))
         },
       })
       return {

@@ -14,7 +14,7 @@ import type { ResponseCache } from '../cache/response-cache.ts'
 import { cachedToolAnswer, isUpstreamFailure, probeToolCache, storeToolAnswer } from '../cache/tool-cache.ts'
 import { schemaProblems } from '../config/load.ts'
 import { GatewayError } from '../errors/gateway-error.ts'
-import type { Principal, RequestContext } from '../http/context.ts'
+import { noteUsage, type Principal, type RequestContext } from '../http/context.ts'
 import type { JsonAnswer, PublicRoute, StreamAnswer } from '../http/pipeline.ts'
 import { readBody } from '../http/read-body.ts'
 import { createDispatcherCache } from '../net/safe-fetch.ts'
@@ -183,6 +183,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     allowStream: boolean,
   ): Promise<JsonAnswer | StreamAnswer> {
     const { ctx, agent } = facts
+    ctx.tool = { name: tool.name, action: actionName, promptTokens: 0, completionTokens: 0 }
     // The tool's limits before any other work: a refused call costs no validation, no quota.
     const limited = deps.limiter?.checkTool(ctx, facts.req, tool.name)
     if (limited !== undefined) await limited
@@ -272,6 +273,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
         upstreamStream: (request) => calls.open(settings, request, closing, trace),
         dispatchers,
         reportUsage: (usage) => {
+          noteUsage(ctx, usage)
           deps.enforcer
             .recordTokens(outcome.rule, agent.id, usage.promptTokens + usage.completionTokens)
             .catch((err: unknown) => deps.onError?.(err))
@@ -306,6 +308,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
         }
       }
       if (result.usage !== undefined) {
+        noteUsage(ctx, result.usage)
         await deps.enforcer.recordTokens(
           outcome.rule,
           agent.id,
