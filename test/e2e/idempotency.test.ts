@@ -94,7 +94,7 @@ describe('Idempotency-Key on tool calls (SQLite)', () => {
       const t = await agentToken(quick, 'impatient', 'gmail:send')
       await putSecret(quick, 'gmail_token', gmailToken)
       const key = randomUUID()
-      fakes.gmail.faults.add({ kind: 'latency', ms: 600 }, { method: 'POST' })
+      fakes.gmail.faults.add({ kind: 'latency', ms: 1_500 }, { method: 'POST' })
       const first = send(quick, t, key, mail('slow'))
       await new Promise((r) => setTimeout(r, 100))
       const second = await send(quick, t, key, mail('slow'))
