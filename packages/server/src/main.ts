@@ -129,6 +129,13 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     await fakes?.close()
   }
   const pools = createPools()
+  // Breakers, retry budgets and bulkheads of every system and tool (per process: DESIGN §14).
+  const resilience = createResilience({
+    onBreakerChange: (kind, name, state) =>
+      logger?.warn({ [kind]: name, state }, 'circuit breaker changed state'),
+    onRetry: (kind, name) => metrics.upstreamRetry(kind, name),
+  })
+  metrics.trackBreakers(resilience.breakerStates)
   // Set once identity is open; a reload before then has nothing to sync.
   let identity: Identity | undefined
   const source: ConfigSource = await openConfigSource(options.configFile, {
@@ -146,6 +153,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           logger.info({ version: result.version }, 'config reloaded')
         }
         void pools.retain(config)
+        resilience.retain(config)
         identity
           ?.syncDeclared(config)
           .catch((err: unknown) =>
@@ -234,13 +242,6 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     approvalTtlMs: () => source.current().approvalTtlMs,
   })
   const secretService = secrets
-  // Breakers, retry budgets and bulkheads of every system and tool (per process: DESIGN §14).
-  const resilience = createResilience({
-    onBreakerChange: (kind, name, state) =>
-      log.warn({ [kind]: name, state }, 'circuit breaker changed state'),
-    onRetry: (kind, name) => metrics.upstreamRetry(kind, name),
-  })
-  metrics.trackBreakers(resilience.breakerStates)
   // Idempotency-Key records in the Store: shared by every instance on the same Postgres.
   const idempotency = createIdempotency(opened.store.idempotency, {
     onError: (err) => log.warn({ err }, 'idempotency record could not be written'),

@@ -104,6 +104,8 @@ export function createMetrics(): Metrics {
     labelNames: ['kind', 'name'] as const,
     registers: [registry],
     collect() {
+      // Reset first: a system or tool removed by a reload leaves the series.
+      this.reset()
       for (const { kind, name, value } of readBreakers()) this.labels(kind, name).set(value)
     },
   })

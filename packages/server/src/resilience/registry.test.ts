@@ -41,6 +41,16 @@ describe('resilience registry', () => {
     assert.equal(second.bulkhead!.acquire(), true, 'the new limit of 2 applies at once')
   })
 
+  it('forgets systems and tools a reload removed', () => {
+    const registry = createResilience()
+    const p = policy({ breaker: { failures: 1, openMs: 1_000 } })
+    registry.target('system', 'gone', p)
+    registry.target('system', 'kept', p)
+    registry.target('tool', 'gmail', p)
+    registry.retain({ systems: new Map([['kept', {}]]), toolResilience: new Map() })
+    assert.deepEqual(registry.breakerStates(), [{ kind: 'system', name: 'kept', value: 0 }])
+  })
+
   it('keeps systems and tools of the same name apart', () => {
     const registry = createResilience()
     const p = policy({ breaker: { failures: 1, openMs: 1_000 } })

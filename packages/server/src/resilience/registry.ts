@@ -33,6 +33,11 @@ export interface ResilienceDeps {
 export interface Resilience {
   /** The state for `name` under `policy`; unchanged settings find the same state. */
   target(kind: TargetKind, name: string, policy: ResiliencePolicy): Target
+  /** Forget systems and tools a reloaded config no longer has (their breakers leave /metrics). */
+  retain(config: {
+    systems: ReadonlyMap<string, unknown>
+    toolResilience: ReadonlyMap<string, unknown>
+  }): void
   /** Every breaker's state as a gauge value (0 closed, 1 open, 2 half-open). */
   breakerStates(): Array<{ kind: TargetKind; name: string; value: number }>
   readonly now: () => number
@@ -92,6 +97,10 @@ export function createResilience(deps: ResilienceDeps = {}): Resilience {
       const entry = build(kind, name, policy, found)
       map.set(name, entry)
       return entry
+    },
+    retain(config) {
+      for (const name of maps.system.keys()) if (!config.systems.has(name)) maps.system.delete(name)
+      for (const name of maps.tool.keys()) if (!config.toolResilience.has(name)) maps.tool.delete(name)
     },
     breakerStates() {
       const out: Array<{ kind: TargetKind; name: string; value: number }> = []
