@@ -2,10 +2,10 @@
  * Audit ledger entries and their hash chain (DESIGN §13). An entry's hash covers every field but
  * the hash itself, written as canonical JSON after the previous entry's hash, so an edit, a
  * deletion, an insertion or a reorder changes a hash that a later entry or a signed checkpoint
- * has already committed to.
+ * has already committed to. Canonical JSON is the rule of policy/guards/args-shape.ts
+ * (`canonicalJson`): keys sorted, no whitespace, JSON.stringify strings and numbers.
  */
 import { createHash } from 'node:crypto'
-import { canonicalJson } from '../policy/guards/args-shape.ts'
 
 /** The prevHash of the first entry of every chain. */
 export const genesisHash = '0'.repeat(64)
@@ -44,25 +44,21 @@ export interface AuditEntry extends AuditEvent {
   hash: string
 }
 
+const text = (v: string | null) => (v === null ? 'null' : JSON.stringify(v))
+const num = (v: number) => (Number.isFinite(v) ? String(v) : 'null')
+
+/**
+ * The canonical JSON of an entry's fields without its hash: keys sorted, no whitespace, exactly
+ * what `canonicalJson` writes for the same object (a test holds them equal), built directly
+ * because the generic walk costs tens of microseconds per entry.
+ */
+export function entryCanonicalJson(e: Omit<AuditEntry, 'hash'>): string {
+  return `{"action":${text(e.action)},"correlationId":${text(e.correlationId)},"decision":${text(e.decision)},"durationMs":${num(e.durationMs)},"instance":${text(e.instance)},"kind":${text(e.kind)},"prevHash":${text(e.prevHash)},"principal":${text(e.principal)},"requestId":${text(e.requestId)},"rule":${text(e.rule)},"seq":${num(e.seq)},"status":${num(e.status)},"target":${text(e.target)},"time":${num(e.time)}}`
+}
+
 /** The hash of an entry: SHA-256 over its predecessor's hash and the canonical JSON of its fields. */
 export function entryHash(entry: Omit<AuditEntry, 'hash'>): string {
-  const fields = {
-    seq: entry.seq,
-    time: entry.time,
-    instance: entry.instance,
-    requestId: entry.requestId,
-    correlationId: entry.correlationId,
-    principal: entry.principal,
-    kind: entry.kind,
-    target: entry.target,
-    action: entry.action,
-    decision: entry.decision,
-    rule: entry.rule,
-    status: entry.status,
-    durationMs: entry.durationMs,
-    prevHash: entry.prevHash,
-  }
-  return createHash('sha256').update(entry.prevHash).update(canonicalJson(fields)).digest('hex')
+  return createHash('sha256').update(entry.prevHash).update(entryCanonicalJson(entry)).digest('hex')
 }
 
 /** Chain `events` after the entry (`seq`, `hash`) of `instance`. */
@@ -75,9 +71,27 @@ export function chain(
   let { seq, hash } = head
   for (const event of events) {
     seq += 1
-    const linked = { ...event, instance, seq, prevHash: hash }
-    hash = entryHash(linked)
-    out.push({ ...linked, hash })
+    // One object per entry, in a fixed shape: spreads would copy it twice.
+    const entry: AuditEntry = {
+      seq,
+      time: event.time,
+      instance,
+      requestId: event.requestId,
+      correlationId: event.correlationId,
+      principal: event.principal,
+      kind: event.kind,
+      target: event.target,
+      action: event.action,
+      decision: event.decision,
+      rule: event.rule,
+      status: event.status,
+      durationMs: event.durationMs,
+      prevHash: hash,
+      hash: '',
+    }
+    hash = entryHash(entry)
+    entry.hash = hash
+    out.push(entry)
   }
   return out
 }

@@ -133,6 +133,15 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
       },
     )
 
+    maybe('writes a batch larger than one insert statement can carry in one group commit', async () => {
+      const { ledger, store } = await open({ checkpointEvery: 1000 })
+      for (let n = 1; n <= 5000; n++) ledger.append(event(n))
+      await ledger.flush()
+      const [last] = await store.range('gw-1', 5000, 1)
+      assert.deepEqual(await store.head('gw-1'), { seq: 5000, hash: last!.hash })
+      assert.equal((await verifyLedger(store, masterKeys)).ok, true)
+    })
+
     maybe(
       'continues the chain of its instance after a restart, and keeps other instances apart',
       async () => {
@@ -143,7 +152,9 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
         other.ledger.append(event(1))
         await ledger.close()
         await other.ledger.close()
-        const report = await verifyLedger(backend.open(), masterKeys)
+        const inspect = backend.open()
+        opened.push({ ledger, store: inspect })
+        const report = await verifyLedger(inspect, masterKeys)
         assert.equal(report.ok, true)
         assert.deepEqual(
           report.chains.map((c) => [c.instance, c.firstSeq, c.lastSeq]),

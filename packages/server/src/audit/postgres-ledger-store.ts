@@ -17,6 +17,9 @@ const int8: postgres.PostgresType<number> = {
 type Sql = postgres.Sql<{ int8: number }>
 type Query = Sql | postgres.TransactionSql<{ int8: number }>
 
+/** Rows per insert statement, well inside the protocol's parameter limit. */
+const insertRows = 2000
+
 const schemaName = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
 
 interface EntryRow {
@@ -125,7 +128,11 @@ export function openPostgresLedgerStore(url: string, options: { schema?: string 
         // Serialises writers of one chain until commit; other instances' chains do not wait.
         await tx`select pg_advisory_xact_lock(hashtextextended(${`4runr-gateway:audit:${instance}`}, 0))`
         const entries = chain(instance, (await headOf(tx, instance)) ?? { seq: 0, hash: genesisHash }, events)
-        await tx`insert into audit_entries ${tx(entries.map(toRow), ...entryColumns)}`
+        // A statement takes at most 65,535 parameters: 15 per row.
+        for (let i = 0; i < entries.length; i += insertRows) {
+          const rows = entries.slice(i, i + insertRows).map(toRow)
+          await tx`insert into audit_entries ${tx(rows, ...entryColumns)}`
+        }
         return entries
       })
     },
