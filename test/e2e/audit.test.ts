@@ -171,7 +171,7 @@ describe('the audit ledger on a running gateway', () => {
       400,
       'bad_request',
     )
-    const paths = (error.details?.['problems'] as { path: string }[]).map((p) => p.path).sort()
+    const paths = ((error.details?.['problems'] ?? []) as { path: string }[]).map((p) => p.path).sort()
     assert.deepEqual(paths, ['color', 'cursor', 'decision', 'from', 'limit', 'status'])
     await expectError(await gw.admin('/v1/audit?status=200&status=403'), 400, 'bad_request')
     await expectError(await gw.admin('/v1/audit?from=2026-02-01&to=2026-01-01'), 400, 'bad_request')
