@@ -85,6 +85,17 @@ describe('the audit ledger on a running gateway', () => {
     assert.equal((await call('GET', 'allowed-1')).status, 200)
     assert.equal((await call('DELETE', 'denied-1')).status, 403)
     assert.equal((await call('GET', 'unauthenticated-1', 'not-a-token')).status, 401)
+    // The tool route crosses the same record stage: this token's scope has no tool in it.
+    const tool = await fetch(`${gw.publicUrl}/v1/tools/serpapi/search`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        'x-request-id': 'tool-1',
+      },
+      body: JSON.stringify({ q: secretValue }),
+    })
+    assert.equal(tool.status, 403)
     // Not audited: nobody proven, nothing decided, nothing refused.
     assert.equal((await fetch(`${gw.publicUrl}/nowhere`)).status, 404)
     await settle()
@@ -105,12 +116,13 @@ describe('the audit ledger on a running gateway', () => {
       ['call', `agent:${agentId}`, 'channel:orders', 'GET /items', 'allow', 200],
       ['call', `agent:${agentId}`, 'channel:orders', 'DELETE /items', 'deny', 403],
       ['call', null, 'channel:orders', 'GET /items', 'deny', 401],
+      ['call', `agent:${agentId}`, 'tool:serpapi', 'search', 'deny', 403],
     ])
     const denied = all.find((e) => e.requestId === 'denied-1')!
     assert.equal(denied.rule, 'readers/no-delete')
     assert.deepEqual(
       all.map((e) => e.seq),
-      [1, 2, 3, 4, 5, 6, 7],
+      [1, 2, 3, 4, 5, 6, 7, 8],
     )
   })
 
@@ -136,12 +148,12 @@ describe('the audit ledger on a running gateway', () => {
     const mine = await entries(gw, `?principal=${encodeURIComponent(principal)}&order=asc`)
     assert.deepEqual(
       mine.entries.map((e) => e.requestId ?? e.kind),
-      ['token', 'allowed-1', 'denied-1'],
+      ['token', 'allowed-1', 'denied-1', 'tool-1'],
     )
     const denials = await entries(gw, '?decision=deny&order=asc')
     assert.deepEqual(
       denials.entries.map((e) => e.status),
-      [403, 401],
+      [403, 401, 403],
     )
     assert.deepEqual(
       (await entries(gw, '?status=4xx&target=channel:orders')).entries.map((e) => e.status),
