@@ -367,3 +367,24 @@ describe('an audit store that refuses writes', () => {
     }
   })
 })
+
+describe('audit.enabled: false', () => {
+  it('writes no ledger and serves no audit API', async () => {
+    const upstream = await startUpstream()
+    const gw = await startTestGateway(config(upstream.url, { enabled: false }))
+    try {
+      assert.equal((await fetch(`${gw.publicUrl}/orders/x`)).status, 401)
+      await settle()
+      await expectError(await gw.admin('/v1/audit'), 404, 'not_found')
+      const db = new Database(join(gw.dir, '4runr.db'), { readonly: true })
+      try {
+        assert.deepEqual(db.prepare('select count(*) as n from audit_entries').get(), { n: 0 })
+      } finally {
+        db.close()
+      }
+    } finally {
+      await gw.stop()
+      await upstream.close()
+    }
+  })
+})
