@@ -19,8 +19,10 @@ import { createLedger } from '../packages/server/src/audit/ledger.ts'
 import type { LedgerStore } from '../packages/server/src/audit/ledger-store.ts'
 import { openPostgresLedgerStore } from '../packages/server/src/audit/postgres-ledger-store.ts'
 import { openSqliteLedgerStore } from '../packages/server/src/audit/sqlite-ledger-store.ts'
-import { testMasterKeys, testSigningKey } from '../packages/server/src/audit/test-helpers.ts'
+import { createKeyRing, type KeyRing } from '../packages/server/src/identity/key-ring.ts'
+import { MasterKeys } from '../packages/server/src/secrets/master-keys.ts'
 import { openStore } from '../packages/server/src/store/open-store.ts'
+import type { Store } from '../packages/server/src/store/types.ts'
 
 export const BENCH_POSTGRES_URL =
   process.env['RUNR_BENCH_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -56,26 +58,44 @@ function event(i: number): AuditEvent {
   }
 }
 
+/** The backend's Store (migrated, and holding the signing keys) and a ledger store beside it. */
 async function openBackend(
   backend: 'sqlite' | 'postgres',
-): Promise<{ store: LedgerStore; cleanUp: () => Promise<void> }> {
+  masterKeys: MasterKeys,
+): Promise<{ store: LedgerStore; keyRing: KeyRing; cleanUp: () => Promise<void> }> {
+  let main: Store
+  let store: LedgerStore
+  let dropped: () => Promise<void>
   if (backend === 'sqlite') {
     const dir = mkdtempSync(join(tmpdir(), 'runr-bench-audit-'))
     const path = join(dir, '4runr.db')
-    await (await openStore({ kind: 'sqlite', path })).close()
-    const store = openSqliteLedgerStore(path)
-    return { store, cleanUp: async () => rmSync(dir, { recursive: true, force: true }) }
-  }
-  const schema = `runr_bench_audit_${randomBytes(4).toString('hex')}`
-  await (await openStore({ kind: 'postgres', url: BENCH_POSTGRES_URL }, { postgresSchema: schema })).close()
-  const store = openPostgresLedgerStore(BENCH_POSTGRES_URL, { schema })
-  return {
-    store,
-    cleanUp: async () => {
+    main = await openStore({ kind: 'sqlite', path })
+    store = openSqliteLedgerStore(path)
+    dropped = async () => rmSync(dir, { recursive: true, force: true })
+  } else {
+    const schema = `runr_bench_audit_${randomBytes(4).toString('hex')}`
+    main = await openStore({ kind: 'postgres', url: BENCH_POSTGRES_URL }, { postgresSchema: schema })
+    store = openPostgresLedgerStore(BENCH_POSTGRES_URL, { schema })
+    dropped = async () => {
       const { default: postgres } = await import('postgres')
       const sql = postgres(BENCH_POSTGRES_URL, { max: 1, onnotice: () => {} })
       await sql.unsafe(`drop schema if exists "${schema}" cascade`)
       await sql.end()
+    }
+  }
+  // The gateway's own key ring signs the checkpoints, as in production.
+  const keyRing = await createKeyRing({
+    store: main.signingKeys,
+    masterKey: masterKeys,
+    rotateEveryMs: 86_400_000,
+    maxTtlMs: 3_600_000,
+  })
+  return {
+    store,
+    keyRing,
+    cleanUp: async () => {
+      await main.close()
+      await dropped()
     },
   }
 }
@@ -85,13 +105,13 @@ export async function measureAuditLedger(
   backend: 'sqlite' | 'postgres',
   entries = ENTRIES,
 ): Promise<AuditLedgerResult> {
+  const masterKeys = new MasterKeys(randomBytes(32))
   let opened: Awaited<ReturnType<typeof openBackend>>
   try {
-    opened = await openBackend(backend)
+    opened = await openBackend(backend, masterKeys)
   } catch (err) {
     return { backend, entries: 0, seconds: 0, entriesPerSec: 0, appendNs: 0, skipped: (err as Error).message }
   }
-  const signingKey = await testSigningKey()
   const ledger = await createLedger({
     store: opened.store,
     settings: () => ({
@@ -103,8 +123,8 @@ export async function measureAuditLedger(
       instance: 'bench',
     }),
     instance: 'bench',
-    signingKey: () => signingKey,
-    masterKeys: testMasterKeys(),
+    signingKey: () => opened.keyRing.active(),
+    masterKeys,
     onError: (err) => {
       throw err
     },

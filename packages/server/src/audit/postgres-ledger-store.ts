@@ -3,24 +3,15 @@
  * tables, through a small pool of its own so a group commit never queues behind Store queries.
  */
 import postgres from 'postgres'
+import { int8, schemaName } from '../store/postgres-store.ts'
 import { type AuditEntry, chain, genesisHash } from './entry.ts'
 import type { AuditKey, AuditPageQuery, Checkpoint, LedgerStore } from './ledger-store.ts'
-
-/** bigint columns hold milliseconds and sequence numbers, far inside Number.MAX_SAFE_INTEGER. */
-const int8: postgres.PostgresType<number> = {
-  to: 20,
-  from: [20],
-  serialize: (value) => String(value),
-  parse: (raw: string) => Number(raw),
-}
 
 type Sql = postgres.Sql<{ int8: number }>
 type Query = Sql | postgres.TransactionSql<{ int8: number }>
 
 /** Rows per insert statement, well inside the protocol's parameter limit. */
 const insertRows = 2000
-
-const schemaName = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
 
 interface EntryRow {
   instance: string

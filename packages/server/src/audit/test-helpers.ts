@@ -3,16 +3,10 @@
  * door for the tampering an attacker with database access would do.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import Database from 'better-sqlite3'
 import { type CryptoKey, importJWK } from 'jose'
-import postgres from 'postgres'
-import { requireService, serviceUrls } from '../../../../test/support/services.ts'
 import { jwkThumbprint } from '../identity/jwk.ts'
 import { MasterKeys } from '../secrets/master-keys.ts'
-import { openStore } from '../store/open-store.ts'
+import { type Backend, postgresBackend, sqliteBackend } from '../store/test-helpers.ts'
 import type { LedgerStore } from './ledger-store.ts'
 import { openPostgresLedgerStore } from './postgres-ledger-store.ts'
 import { openSqliteLedgerStore } from './sqlite-ledger-store.ts'
@@ -28,59 +22,28 @@ export interface LedgerBackend {
   tearDown(): Promise<void>
 }
 
-export function sqliteLedgerBackend(): LedgerBackend {
-  let dir = ''
-  let path = ''
-  let raw: Database.Database | undefined
+/** The Store contract's database, migrated by opening a Store once, with the ledger on it. */
+function ledgerBackend(store: Backend): LedgerBackend {
   return {
-    kind: 'sqlite',
+    kind: store.kind,
     async setUp() {
-      dir = await mkdtemp(join(tmpdir(), 'runr-audit-'))
-      path = join(dir, '4runr.db')
-      await (await openStore({ kind: 'sqlite', path })).close()
+      if (!(await store.setUp())) return false
+      await (await store.open()).close()
       return true
     },
-    open: () => openSqliteLedgerStore(path),
-    async query(statement) {
-      raw ??= new Database(path)
-      const prepared = raw.prepare(statement)
-      if (prepared.reader) return prepared.all() as Record<string, unknown>[]
-      prepared.run()
-      return []
+    open() {
+      const at = store.location()
+      return at.kind === 'sqlite'
+        ? openSqliteLedgerStore(at.path)
+        : openPostgresLedgerStore(at.url, { schema: at.schema })
     },
-    async tearDown() {
-      raw?.close()
-      if (dir !== '') await rm(dir, { recursive: true, force: true })
-    },
+    query: (statement) => store.query(statement),
+    tearDown: () => store.tearDown(),
   }
 }
 
-export function postgresLedgerBackend(): LedgerBackend {
-  const url = serviceUrls.postgres
-  const schema = `runr_audit_${randomBytes(6).toString('hex')}`
-  let raw: postgres.Sql | undefined
-  return {
-    kind: 'postgres',
-    async setUp() {
-      if (!(await requireService('postgres', url))) return false
-      await (await openStore({ kind: 'postgres', url }, { postgresSchema: schema })).close()
-      raw = postgres(url, { max: 1, onnotice: () => {} })
-      return true
-    },
-    open: () => openPostgresLedgerStore(url, { schema }),
-    async query(statement) {
-      const results = (await raw!.unsafe(`set search_path to "${schema}"; ${statement}`)) as unknown as Array<
-        Record<string, unknown>[]
-      >
-      return Array.from(results[1] ?? [])
-    },
-    async tearDown() {
-      if (raw === undefined) return
-      await raw.unsafe(`drop schema if exists "${schema}" cascade`)
-      await raw.end()
-    },
-  }
-}
+export const sqliteLedgerBackend = () => ledgerBackend(sqliteBackend())
+export const postgresLedgerBackend = () => ledgerBackend(postgresBackend())
 
 /** A fresh Ed25519 signing key, as the key ring's `active()` hands it out. */
 export async function testSigningKey(): Promise<{ kid: string; privateKey: CryptoKey }> {

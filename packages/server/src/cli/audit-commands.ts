@@ -4,6 +4,7 @@
  * alert on it; tail polls for new entries until interrupted.
  */
 import { cursorOf } from '../audit/query.ts'
+import type { VerifyReport } from '../audit/verify.ts'
 import { adminRequest } from './admin-client.ts'
 import { CliError, type CliIo } from './identity-commands.ts'
 
@@ -14,18 +15,6 @@ export interface AuditVerifyOptions {
   admin?: string
 }
 
-interface ChainReport {
-  instance: string
-  ok: boolean
-  entries: number
-  firstSeq: number | null
-  lastSeq: number | null
-  checkpoints: number
-  signedThrough: number
-  unsigned: number
-  broken?: { seq: number; reason: string }
-}
-
 export async function auditVerify(io: CliIo, opts: AuditVerifyOptions): Promise<void> {
   const query = new URLSearchParams()
   if (opts.since !== undefined) {
@@ -34,10 +23,12 @@ export async function auditVerify(io: CliIo, opts: AuditVerifyOptions): Promise<
   }
   if (opts.instance !== undefined) query.set('instance', opts.instance)
   const suffix = query.size === 0 ? '' : `?${query}`
-  const report = (await adminRequest(io, opts.admin, 'GET', `/v1/audit/verify${suffix}`)) as unknown as {
-    ok: boolean
-    chains: ChainReport[]
-  }
+  const report = (await adminRequest(
+    io,
+    opts.admin,
+    'GET',
+    `/v1/audit/verify${suffix}`,
+  )) as unknown as VerifyReport
   if (opts.json === true) io.out(`${JSON.stringify(report, null, 2)}\n`)
   else {
     if (report.chains.length === 0) io.out('no audit entries yet\n')

@@ -49,7 +49,7 @@ import type {
  * int8 (OID 20) parsed as a JS number: every bigint column holds milliseconds since the epoch,
  * far inside Number.MAX_SAFE_INTEGER, and the contract speaks numbers.
  */
-const int8: postgres.PostgresType<number> = {
+export const int8: postgres.PostgresType<number> = {
   to: 20,
   from: [20],
   serialize: (value) => String(value),
@@ -77,7 +77,8 @@ interface AgentKeyRow {
 }
 
 /** The schema name doubles as an identifier in search_path, so only plain names are accepted. */
-const schemaName = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+/** A schema name that needs no quoting rules beyond double quotes. */
+export const schemaName = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
 
 /** Agents from `source` (a parenthesised select aliased `a`) with their keys, agents and keys in order. */
 async function selectAgents(q: Query, source: postgres.Fragment): Promise<Agent[]> {

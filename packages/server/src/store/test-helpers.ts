@@ -22,6 +22,8 @@ export interface Backend {
   open(): Promise<Store>
   /** Runs SQL directly against that database, bypassing the Store. */
   query(statement: string): Promise<Record<string, unknown>[]>
+  /** Where the database is, for modules that open their own connection to it (the audit ledger). */
+  location(): { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string; schema: string }
   tearDown(): Promise<void>
 }
 
@@ -38,6 +40,7 @@ export function sqliteBackend(): Backend {
       return true
     },
     open: async () => openStore({ kind: 'sqlite', path }),
+    location: () => ({ kind: 'sqlite', path }),
     async query(statement) {
       raw ??= new Database(path)
       const prepared = raw.prepare(statement)
@@ -64,6 +67,7 @@ export function postgresBackend(): Backend {
       return true
     },
     open: () => openStore({ kind: 'postgres', url }, { postgresSchema: schema }),
+    location: () => ({ kind: 'postgres', url, schema }),
     async query(statement) {
       // One simple-protocol round trip, so the search_path holds for the statement after it.
       const results = (await raw!.unsafe(`set search_path to "${schema}"; ${statement}`)) as unknown as Array<
