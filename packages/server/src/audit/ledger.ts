@@ -21,6 +21,8 @@ export const flushMs = 50
 const retryMs = 1000
 /** Entries kept while the store refuses writes; beyond this the oldest are dropped (and counted). */
 const maxBacklog = 100_000
+/** Entries per transaction at most. */
+const maxBatch = 5000
 const dayMs = 86_400_000
 
 export interface LedgerDeps {
@@ -102,9 +104,11 @@ export async function createLedger(deps: LedgerDeps): Promise<Ledger> {
   }
 
   const flushOnce = async (): Promise<void> => {
-    const batch = queue
+    // A backlog (after the store came back) is written in bounded transactions: SQLite commits
+    // on the event loop, and one huge batch would stall every request meanwhile.
+    const batch = queue.length > maxBatch ? queue.splice(0, maxBatch) : queue
+    if (batch === queue) queue = []
     const held = waiters
-    queue = []
     waiters = []
     // Events whose callers wait (sync) are written with the batch, but never retried: a caller
     // told that its entry failed answers with an error, and records that answer instead.
@@ -139,7 +143,9 @@ export async function createLedger(deps: LedgerDeps): Promise<Ledger> {
     flushing = flushOnce().finally(() => {
       flushing = undefined
       if (!closed && (queue.length > 0 || waiters.length > 0))
-        schedule(failure === undefined ? (waiters.length > 0 ? 0 : flushMs) : retryMs)
+        schedule(
+          failure !== undefined ? retryMs : waiters.length > 0 || queue.length >= maxBatch ? 0 : flushMs,
+        )
     })
   }
 
@@ -152,14 +158,19 @@ export async function createLedger(deps: LedgerDeps): Promise<Ledger> {
     timer = setTimeout(run, delay)
   }
 
+  /** Write what is queued now, in as many transactions as it takes, unless the store refuses. */
   const flush = async (): Promise<void> => {
-    while (flushing !== undefined) await flushing
-    if (timer !== undefined) clearTimeout(timer)
-    timer = undefined
-    flushing = flushOnce().finally(() => {
-      flushing = undefined
-    })
-    await flushing
+    let rounds = Math.max(1, Math.ceil((queue.length + waiters.length) / maxBatch))
+    while (rounds-- > 0) {
+      while (flushing !== undefined) await flushing
+      if (timer !== undefined) clearTimeout(timer)
+      timer = undefined
+      flushing = flushOnce().finally(() => {
+        flushing = undefined
+      })
+      await flushing
+      if (failure !== undefined) return
+    }
   }
 
   return {
