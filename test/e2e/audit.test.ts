@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import Database from 'better-sqlite3'
+import { assertionFor, jwtBearer, type TestAgentKey } from '../support/agents.ts'
 import { startTestGateway, type TestGateway, testAdminKey } from '../support/gateway.ts'
 import { cli, root, runCliAsync, tsx } from '../support/process.ts'
 import { expectError } from '../support/tools.ts'
@@ -354,7 +355,23 @@ describe('an audit store that refuses writes', () => {
       const denied = await fetch(`${gw.publicUrl}/orders/x`, { headers: { 'x-request-id': 'sync-1' } })
       assert.equal(denied.status, 401)
       assert.equal((await entries(gw, '?decision=deny')).entries[0]?.requestId, 'sync-1')
+      // A token is handed out only once its issuance is committed.
+      const created = await gw.admin('/v1/agents', json('POST', { name: 'exchanger' }))
+      const agent = (await created.json()) as TestAgentKey
+      const exchange = async () =>
+        fetch(`${gw.publicUrl}/v1/token`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ grant_type: jwtBearer, assertion: await assertionFor(agent, gw.issuer) }),
+        })
+      assert.equal((await exchange()).status, 200)
+      const issued = (await entries(gw, `?kind=token&principal=agent:${agent.id}`)).entries
+      assert.deepEqual(
+        issued.map((e) => e.action),
+        ['issue:jwt-bearer'],
+      )
       refuse(gw, true)
+      await expectError(await exchange(), 503, 'audit_unavailable')
       await expectError(await fetch(`${gw.publicUrl}/orders/x`), 503, 'audit_unavailable')
       await expectError(
         await gw.admin('/v1/agents', json('POST', { name: 'unrecorded' })),

@@ -99,7 +99,7 @@ export async function openAudit(deps: {
   const refused = (): GatewayError =>
     new GatewayError('audit_unavailable', undefined, { details: { reason: ledger.problem() ?? 'unknown' } })
   /** Commit and report what to answer: the error when refusing, nothing when continuing. */
-  const commit = (event: AuditEvent): Promise<GatewayError | undefined> =>
+  const commit = (event: AuditEvent | undefined): Promise<GatewayError | undefined> =>
     ledger.commit(event).then(
       () => undefined,
       () => (settings().onFailure === 'refuse' ? refused() : undefined),
@@ -122,7 +122,11 @@ export async function openAudit(deps: {
     hold(ctx) {
       if (settings().durability !== 'sync' || ctx.errorCode === 'audit_unavailable') return undefined
       const event = callEvent(ctx, Date.now())
-      if (event === undefined) return undefined
+      if (event === undefined) {
+        // A token answer waits for its token event, queued by the token service just before.
+        if (ctx.route === '/v1/token' && ctx.status < 400) return commit(undefined)
+        return undefined
+      }
       held.add(ctx)
       return commit(event).then((error) => {
         // Stage 9 has run already and skipped this request: the refusal it answers instead is

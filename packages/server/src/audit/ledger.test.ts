@@ -133,14 +133,17 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
       },
     )
 
-    maybe('writes a backlog larger than one insert statement or one transaction carries, all of it on flush', async () => {
-      const { ledger, store } = await open({ checkpointEvery: 1000 })
-      for (let n = 1; n <= 12_000; n++) ledger.append(event(n))
-      await ledger.flush()
-      const [last] = await store.range('gw-1', 12_000, 1)
-      assert.deepEqual(await store.head('gw-1'), { seq: 12_000, hash: last!.hash })
-      assert.equal((await verifyLedger(store, masterKeys)).ok, true)
-    })
+    maybe(
+      'writes a backlog larger than one insert statement or one transaction carries, all of it on flush',
+      async () => {
+        const { ledger, store } = await open({ checkpointEvery: 1000 })
+        for (let n = 1; n <= 12_000; n++) ledger.append(event(n))
+        await ledger.flush()
+        const [last] = await store.range('gw-1', 12_000, 1)
+        assert.deepEqual(await store.head('gw-1'), { seq: 12_000, hash: last!.hash })
+        assert.equal((await verifyLedger(store, masterKeys)).ok, true)
+      },
+    )
 
     maybe(
       'continues the chain of its instance after a restart, and keeps other instances apart',
@@ -312,6 +315,10 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
         const { ledger, store } = await open()
         await ledger.commit(event(1))
         assert.equal((await store.range('gw-1', 1, 10)).length, 1)
+        // Without an event: a barrier for what was queued before it.
+        ledger.append(event(5))
+        await ledger.commit()
+        assert.equal((await store.range('gw-1', 1, 10)).length, 2)
         await refuseWrites(backend, true)
         await assert.rejects(ledger.commit(event(2)))
         ledger.append(event(3))
@@ -325,7 +332,7 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
         assert.equal(ledger.problem(), undefined)
         assert.deepEqual(
           (await store.range('gw-1', 1, 10)).map((e) => e.requestId),
-          ['req-1', 'req-3'],
+          ['req-1', 'req-5', 'req-3'],
         )
       },
     )

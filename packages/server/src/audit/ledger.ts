@@ -42,8 +42,11 @@ export interface Ledger {
   readonly instance: string
   /** Queue an event for the next group commit (batched durability). */
   append(event: AuditEvent): void
-  /** Queue an event and resolve once it is committed (sync durability); rejects when it was not. */
-  commit(event: AuditEvent): Promise<void>
+  /**
+   * Queue an event and resolve once it is committed (sync durability); rejects when it was not.
+   * Without an event: resolve once everything queued so far is committed.
+   */
+  commit(event?: AuditEvent): Promise<void>
   /** Why the ledger cannot be written right now, or undefined while it can. */
   problem(): string | undefined
   /** Write everything queued now. */
@@ -71,7 +74,7 @@ export async function createLedger(deps: LedgerDeps): Promise<Ledger> {
   const { store, instance, masterKeys } = deps
   const now = deps.now ?? Date.now
   let queue: AuditEvent[] = []
-  let waiters: Array<{ event: AuditEvent; waiter: Waiter }> = []
+  let waiters: Array<{ event: AuditEvent | undefined; waiter: Waiter }> = []
   let timer: NodeJS.Timeout | undefined
   let flushing: Promise<void> | undefined
   let failure: string | undefined
@@ -112,8 +115,15 @@ export async function createLedger(deps: LedgerDeps): Promise<Ledger> {
     waiters = []
     // Events whose callers wait (sync) are written with the batch, but never retried: a caller
     // told that its entry failed answers with an error, and records that answer instead.
-    const events = held.length === 0 ? batch : [...batch, ...held.map((h) => h.event)]
-    if (events.length === 0) return
+    let events = batch
+    if (held.length > 0) {
+      events = batch.slice()
+      for (const h of held) if (h.event !== undefined) events.push(h.event)
+    }
+    if (events.length === 0) {
+      for (const h of held) h.waiter.resolve()
+      return
+    }
     let entries: Awaited<ReturnType<LedgerStore['append']>>
     try {
       entries = await store.append(instance, events)
