@@ -7,9 +7,10 @@ import assert from 'node:assert/strict'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { type FakeUpstreams, startFakeUpstreams } from '../../packages/server/src/fakes/index.ts'
+import { claimsOf } from '../support/agents.ts'
 import { startTestGateway, type TestGateway } from '../support/gateway.ts'
 import { dropSchemaAndKeys, requireService, serviceUrls } from '../support/services.ts'
-import { agentToken, expectError, putSecret } from '../support/tools.ts'
+import { agentToken, expectError, issueToken, putSecret } from '../support/tools.ts'
 import { closedPort, startUpstream, type TestUpstream } from '../support/upstream.ts'
 
 const gmailToken = `ya29.${randomBytes(12).toString('hex')}`
@@ -69,6 +70,14 @@ describe('Idempotency-Key on tool calls (SQLite)', () => {
     assert.equal(repeat.headers.get('idempotent-replayed'), 'true')
     assert.deepEqual(JSON.parse(await repeat.text()), JSON.parse(firstBody))
     assert.equal(fakes.gmail.sent.length, sent + 1, 'one message reached the mailbox')
+  })
+
+  it('authorizes a repeat before answering it: a token without the scope gets 403, not the stored answer', async () => {
+    const key = randomUUID()
+    assert.equal((await send(gw, token, key, mail('scoped'))).status, 200)
+    const narrower = await issueToken(gw, String(claimsOf(token)['sub']), 'gmail:profile')
+    const refused = await expectError(await send(gw, narrower, key, mail('scoped')), 403, 'forbidden')
+    assert.equal(refused.details?.['reason'], 'scope_missing')
   })
 
   it('refuses a repeat with a different body with 422 unprocessable', async () => {
@@ -150,12 +159,15 @@ describe('Idempotency-Key on a channel POST', () => {
   let gw: TestGateway
   let port: number
   let created = 0
+  let token: string
+  let otherToken: string
 
-  const post = (key: string | undefined, body: string, path = '/orders/new') =>
+  const post = (key: string | undefined, body: string, path = '/orders/new', bearer: string | null = token) =>
     fetch(`${gw.publicUrl}${path}`, {
       method: 'POST',
       headers: {
         'content-type': 'application/json',
+        ...(bearer === null ? {} : { authorization: `Bearer ${bearer}` }),
         ...(key === undefined ? {} : { 'idempotency-key': key }),
       },
       body,
@@ -184,10 +196,24 @@ describe('Idempotency-Key on a channel POST', () => {
         down: { kind: 'http', url: `http://127.0.0.1:${port}` },
       },
       channels: [
-        { name: 'orders', prefix: '/orders', system: 'orders', rules: [{ path: '*', public: true }] },
-        { name: 'down', prefix: '/down', system: 'down', rules: [{ path: '*', public: true }] },
+        {
+          name: 'orders',
+          prefix: '/orders',
+          system: 'orders',
+          rules: [{ path: '/public/*', public: true }, { path: '*' }],
+        },
+        { name: 'down', prefix: '/down', system: 'down', rules: [{ path: '*' }] },
+      ],
+      policies: [
+        {
+          name: 'order-agents',
+          agents: { all: true },
+          allow: [{ channel: 'orders' }, { channel: 'down' }],
+        },
       ],
     })
+    token = await agentToken(gw, 'ordering-agent', 'channel:orders channel:down')
+    otherToken = await agentToken(gw, 'other-ordering-agent', 'channel:orders')
   })
   after(async () => {
     await gw?.stop()
@@ -245,6 +271,32 @@ describe('Idempotency-Key on a channel POST', () => {
     const again = await post(key, '{}', '/down/x')
     assert.equal(again.headers.get('idempotent-replayed'), null)
     await expectError(again, 502, 'upstream_error')
+  })
+
+  it('keeps one agent’s answer from another agent using the same key', async () => {
+    const key = randomUUID()
+    const before = orders.requests.length
+    const mine = await post(key, '{"item":"tea"}')
+    assert.equal(mine.status, 201)
+    const theirs = await post(key, '{"item":"tea"}', '/orders/new', otherToken)
+    assert.equal(theirs.status, 201)
+    assert.equal(theirs.headers.get('idempotent-replayed'), null)
+    assert.notEqual(await theirs.text(), await mine.text())
+    assert.equal(orders.requests.length - before, 2)
+  })
+
+  it('passes an anonymous caller’s key on a public rule to the backend and keeps nothing', async () => {
+    // Nothing tells anonymous callers apart (an address is shared behind a proxy): deduplicating
+    // them would let one replay another's answer by guessing its key.
+    const key = randomUUID()
+    const before = orders.requests.length
+    const a = await post(key, '{}', '/orders/public/new', null)
+    const b = await post(key, '{}', '/orders/public/new', null)
+    assert.deepEqual([a.status, b.status], [201, 201])
+    assert.equal(b.headers.get('idempotent-replayed'), null)
+    assert.notEqual(await a.text(), await b.text())
+    assert.equal(orders.requests.length - before, 2)
+    assert.equal(orders.requests.at(-1)?.headers['idempotency-key'], key)
   })
 
   it('refuses a body over the limit with 413 and keeps nothing', async () => {

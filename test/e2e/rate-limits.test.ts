@@ -180,6 +180,49 @@ describe('rate limits in memory', () => {
   })
 })
 
+describe('gateway-wide per-agent rate limits', () => {
+  it('count calls through /api/proxy-request, whose token arrives in the body, like any other route', async () => {
+    const fakes = await startFakeUpstreams({ credentials: { serpapi: serpKey, openai: 'x', gmail: 'y' } })
+    const gw = await startTestGateway({
+      gateway: { logLevel: 'warn' },
+      rateLimits: [{ by: 'agent', limit: 2, period: '1m' }],
+      tools: { serpapi: { url: fakes.serpapi.url } },
+      policies: [
+        { name: 'search', agents: { all: true }, allow: [{ tool: 'serpapi', actions: ['search'] }] },
+      ],
+    })
+    try {
+      await putSecret(gw, 'serpapi_key', serpKey)
+      const token = await agentToken(gw, 'body-token-agent', 'serpapi:search')
+      const viaBody = () =>
+        fetch(`${gw.publicUrl}/api/proxy-request`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ agent_token: token, tool: 'serpapi', action: 'search', params: { q: 'x' } }),
+        })
+      const first = await viaBody()
+      assert.equal(first.status, 200, await first.clone().text())
+      assert.equal(first.headers.get('ratelimit-limit'), '2')
+      assert.equal((await viaBody()).status, 200)
+      const refused = await expectError(await viaBody(), 429, 'rate_limited')
+      assert.equal(refused.details?.['by'], 'agent')
+      // The same budget on the tool route: it is the agent's, whichever route it takes.
+      await expectError(
+        await fetch(`${gw.publicUrl}/v1/tools/serpapi/search`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ q: 'x' }),
+        }),
+        429,
+        'rate_limited',
+      )
+    } finally {
+      await gw.stop()
+      await fakes.close()
+    }
+  })
+})
+
 describe('rate limits of a tool', () => {
   it('count the OpenAI passthrough and the tool route against one tool budget, and start afresh when a reload changes them', async (t) => {
     const fakes = await startFakeUpstreams({ credentials: { serpapi: 'x', openai: serpKey, gmail: 'y' } })

@@ -11,6 +11,7 @@
  */
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { CompiledChannel } from '../config/compile.ts'
+import { toGatewayError } from '../errors/gateway-error.ts'
 import { contextValue, type RequestContext, requestIdHeaderFor } from '../http/context.ts'
 import { addLimitHeaders } from '../ratelimit/limiter.ts'
 import type { ProxyResult } from '../upstreams/http-proxy.ts'
@@ -98,9 +99,16 @@ export function serveCachedChannel(
   ctx: RequestContext,
   policy: CachePolicy,
   call: ChannelCall,
-  done: (result: ProxyResult) => void,
+  finish: (result: ProxyResult) => void,
 ): void {
   const channel = ctx.channel!
+  // Once whatever happens: the request is recorded exactly once.
+  let answered = false
+  const done = (result: ProxyResult): void => {
+    if (answered) return
+    answered = true
+    finish(result)
+  }
   // A credential the gateway did not prove (a public rule forwarding Authorization or Cookie)
   // may change the answer, and no partition tells its holders apart (RFC 9111 §3.5): not cached.
   if (
@@ -156,16 +164,21 @@ export function serveCachedChannel(
     miss(undefined, directives.noStore)
     return
   }
-  cache.lookup(key).then((probe) => {
-    if (probe.fresh === undefined) {
-      cache.metrics.lookup('channel', 'miss')
-      miss(probe, false)
-      return
-    }
-    cache.metrics.lookup('channel', 'hit')
-    writeStored(res, ctx, probe.fresh, 'HIT')
-    done({ status: probe.fresh.status, upstreamMs: undefined, error: undefined })
-  })
+  cache
+    .lookup(key)
+    .then((probe) => {
+      if (probe.fresh === undefined) {
+        cache.metrics.lookup('channel', 'miss')
+        miss(probe, false)
+        return
+      }
+      cache.metrics.lookup('channel', 'hit')
+      writeStored(res, ctx, probe.fresh, 'HIT')
+      done({ status: probe.fresh.status, upstreamMs: undefined, error: undefined })
+    })
+    // A throw in there (a stored head Node refuses to write, say) is this request's 500, never an
+    // unhandled rejection that ends the process.
+    .catch((err: unknown) => done({ status: 500, upstreamMs: undefined, error: toGatewayError(err) }))
 }
 
 interface Tee {

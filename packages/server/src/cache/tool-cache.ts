@@ -31,7 +31,7 @@ const nothing: Omit<CacheProbe, 'key'> = Object.freeze({ fresh: undefined, stale
  * Look the call up when the config caches `tool.action` and the action is idempotent and does not
  * stream; undefined when the cache takes no part. `Cache-Control: no-cache` skips the lookup.
  */
-export async function probeToolCache(
+export function probeToolCache(
   cache: ResponseCache,
   req: IncomingMessage,
   ctx: RequestContext,
@@ -43,10 +43,20 @@ export async function probeToolCache(
     streams: boolean
     params: unknown
   },
-): Promise<ToolCacheCall | undefined> {
+): ToolCacheCall | undefined | Promise<ToolCacheCall | undefined> {
+  // Synchronous when the call is not cached: most tool calls pay no promise for the cache.
   if (!call.idempotent || call.streams) return undefined
   const policy = toolCachePolicy(ctx.config.cache, call.tool, call.action)
   if (policy === undefined) return undefined
+  return lookupToolCache(cache, req, call, policy)
+}
+
+async function lookupToolCache(
+  cache: ResponseCache,
+  req: IncomingMessage,
+  call: { agentId: string; tool: string; action: string; params: unknown },
+  policy: NonNullable<ReturnType<typeof toolCachePolicy>>,
+): Promise<ToolCacheCall | undefined> {
   const directives = cacheDirectives(req)
   const key = cache.keyOf(
     `tool\n${call.tool}\n${call.action}`,

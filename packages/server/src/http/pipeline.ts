@@ -276,20 +276,33 @@ export function createPipeline(deps: PipelineDeps): Pipeline {
     write: () => void,
   ): void {
     inflight++
-    held.then((refused) => {
-      inflight--
-      if (refused === undefined) {
-        write()
-        return
-      }
-      ctx.status = refused.status
-      ctx.errorCode = refused.code
-      writeError(res, refused, {
-        requestId: ctx.requestId,
-        requestIdHeader: requestIdHeaderFor(ctx, refused.status),
-        correlationId: ctx.correlationId,
+    held
+      .then((refused) => {
+        inflight--
+        if (refused === undefined) {
+          write()
+          return
+        }
+        ctx.status = refused.status
+        ctx.errorCode = refused.code
+        writeError(res, refused, {
+          requestId: ctx.requestId,
+          requestIdHeader: requestIdHeaderFor(ctx, refused.status),
+          correlationId: ctx.correlationId,
+        })
       })
-    })
+      // A throw while writing must not become an unhandled rejection, which ends the process.
+      .catch((err: unknown) => {
+        deps.logger.error({ err, requestId: ctx.requestId }, 'writing an audited answer failed')
+        const error = toGatewayError(err)
+        if (res.headersSent) res.destroy()
+        else
+          writeError(res, error, {
+            requestId: ctx.requestId,
+            requestIdHeader: requestIdHeaderFor(ctx, error.status),
+            correlationId: ctx.correlationId,
+          })
+      })
   }
 
   function sendJson(

@@ -66,6 +66,22 @@ export function setLimitHeaders(res: ServerResponse, verdict: LimitVerdict): voi
   res.setHeader('ratelimit-reset', Math.ceil(verdict.resetMs / 1000))
 }
 
+const keyedByPrincipal = new WeakMap<readonly CompiledLimit[], readonly CompiledLimit[]>()
+
+/**
+ * The limits of `limits` keyed by the principal (agent, user): for routes that learn who calls
+ * only after stage 4 ran without a principal (`/api/proxy-request` reads the token from its body).
+ * Worked out once per compiled list.
+ */
+export function principalKeyed(limits: readonly CompiledLimit[]): readonly CompiledLimit[] {
+  let keyed = keyedByPrincipal.get(limits)
+  if (keyed === undefined) {
+    keyed = limits.filter((l) => l.by === 'agent' || l.by === 'user')
+    keyedByPrincipal.set(limits, keyed)
+  }
+  return keyed
+}
+
 /** The tighter of two verdicts: fewer requests left, or, as many, the later reset. */
 export function tighter(a: LimitVerdict | undefined, b: LimitVerdict | undefined): LimitVerdict | undefined {
   if (a === undefined) return b

@@ -44,9 +44,14 @@ function kept(answer: LiveAnswer): IdempotentAnswer {
 /** The first answer as the client gets it: with its cookies, one header each. */
 type LiveAnswer = IdempotentAnswer & { cookies?: string[] }
 
-/** Whether this request takes the idempotent path: a POST carrying the header. */
+/**
+ * Whether this request takes the idempotent path: a POST carrying the header, from a proven
+ * principal. Anonymous callers of a public rule have nothing that tells them apart (an address is
+ * shared behind a proxy or NAT), so one could replay another's answer by guessing its key, and
+ * anyone could fill the store: their key is passed on to the backend untouched instead.
+ */
 export function wantsIdempotency(req: IncomingMessage, ctx: RequestContext): boolean {
-  return ctx.method === 'POST' && req.headers['idempotency-key'] !== undefined
+  return ctx.method === 'POST' && ctx.principal !== undefined && req.headers['idempotency-key'] !== undefined
 }
 
 function write(res: ServerResponse, ctx: RequestContext, answer: LiveAnswer, replayed: boolean): void {
@@ -154,8 +159,8 @@ export function forwardIdempotent(
     const body = await readBody(req, limit)
     const result = await idempotency.run(
       {
-        // Anonymous callers of a public rule are told apart by address.
-        principal: ctx.principal?.id ?? `ip:${ctx.clientIp}`,
+        // Kind and id: an agent and a user with the same id never share a key.
+        principal: `${ctx.principal!.kind}:${ctx.principal!.id}`,
         key,
         requestHash: requestHashOf('channel', channel.name, path, ctx.query, body),
         ...ctx.config.idempotency,

@@ -23,7 +23,7 @@ import type { Authorized, PolicyEnforcer } from '../policy/enforcer.ts'
 import { canonicalJson } from '../policy/guards/args-shape.ts'
 import type { PolicyService } from '../policy/policy-service.ts'
 import type { DecisionTarget } from '../policy/policy-set.ts'
-import type { RateLimiter } from '../ratelimit/limiter.ts'
+import { principalKeyed, type RateLimiter, tighter } from '../ratelimit/limiter.ts'
 import {
   errorToKeep,
   type IdempotencyService,
@@ -173,6 +173,9 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     return { tool, action }
   }
 
+  /** Runs a tool call's upstream part under an Idempotency-Key: once, or its first answer again. */
+  type KeepAnswer = (serve: () => Promise<JsonAnswer | StreamAnswer>) => Promise<JsonAnswer | StreamAnswer>
+
   async function runTool(
     facts: CallFacts,
     tool: ToolDefinition,
@@ -181,6 +184,7 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     params: unknown,
     bytes: number,
     allowStream: boolean,
+    keep?: KeepAnswer,
   ): Promise<JsonAnswer | StreamAnswer> {
     const { ctx, agent } = facts
     ctx.tool = { name: tool.name, action: actionName, promptTokens: 0, completionTokens: 0 }
@@ -207,144 +211,147 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
     }
 
     const target = { kind: 'tool' as const, tool: tool.name, action: actionName }
-    const authorized = inPhase(
-      ctx.trace,
-      'policy',
-      () => authorize(facts, target, params, bytes),
-      decisionAttributes,
-    )
+    const authorized =
+      ctx.trace === undefined
+        ? authorize(facts, target, params, bytes)
+        : inPhase(ctx.trace, 'policy', () => authorize(facts, target, params, bytes), decisionAttributes)
     const outcome = authorized instanceof Promise ? await authorized : authorized
     if (outcome.kind === 'parked') return parkedAnswer(outcome)
     // Redaction needs the whole answer; known before the call, so refused before the upstream bills it.
     if (outcome.filter !== null && action.streams?.(params) === true) throw streamFiltered(outcome)
+    // An Idempotency-Key covers what follows, after authorization and the limits: a repeat is a
+    // call the token, the policy and the limits still allow, and it is redacted as a fresh one.
+    const serve = async (): Promise<JsonAnswer | StreamAnswer> => {
+      // Stage 6, cache: after authorization, so a cached answer is still a call the policy allows
+      // and the quota counts; the filter below runs on a cached answer as on a fresh one.
+      const callStarted = performance.now()
+      const probing =
+        deps.cache === undefined
+          ? undefined
+          : probeToolCache(deps.cache, facts.req, ctx, {
+              agentId: agent.id,
+              tool: tool.name,
+              action: actionName,
+              idempotent: action.idempotent,
+              streams: action.streams?.(params) === true,
+              params,
+            })
+      const cached = probing instanceof Promise ? await probing : probing
+      const cacheFacts = {
+        tool: tool.name,
+        action: actionName,
+        correlationId: ctx.correlationId,
+        startedAt: callStarted,
+      }
+      if (cached?.probe.fresh !== undefined)
+        return cachedToolAnswer(cached.probe.fresh, 'HIT', outcome.filter, cacheFacts)
 
-    // Stage 6, cache: after authorization, so a cached answer is still a call the policy allows
-    // and the quota counts; the filter below runs on a cached answer as on a fresh one.
-    const callStarted = performance.now()
-    const cached =
-      deps.cache === undefined
-        ? undefined
-        : await probeToolCache(deps.cache, facts.req, ctx, {
-            agentId: agent.id,
-            tool: tool.name,
-            action: actionName,
-            idempotent: action.idempotent,
-            streams: action.streams?.(params) === true,
-            params,
-          })
-    const cacheFacts = {
-      tool: tool.name,
-      action: actionName,
-      correlationId: ctx.correlationId,
-      startedAt: callStarted,
-    }
-    if (cached?.probe.fresh !== undefined)
-      return cachedToolAnswer(cached.probe.fresh, 'HIT', outcome.filter, cacheFacts)
+      const settings = toolSettings(ctx.config, tool)
+      const secret = await secretFor(settings, tool.name, agent.id)
 
-    const settings = toolSettings(ctx.config, tool)
-    const secret = await secretFor(settings, tool.name, agent.id)
-
-    let hostCheck: ((host: string) => boolean) | undefined | null = null
-    const closing = new ClientGone(facts.req.socket)
-    // Before the trace headers: its id is the parent they name.
-    const upstreamSpan = ctx.trace?.upstream(`tool ${tool.name}.${actionName}`, {
-      'runr.tool': tool.name,
-      'runr.action': actionName,
-    })
-    const trace = traceHeadersOf(ctx)
-    const started = performance.now()
-    let streaming = false
-    const calls = client.forCall({
-      tool: tool.name,
-      idempotent: action.idempotent,
-      policy: ctx.config.toolResilience.get(tool.name) ?? noResilience,
-    })
-    try {
-      const result = await action.execute({
-        params,
-        secret,
-        settings,
-        // A getter: only http_fetch needs a real AbortSignal, and making one costs every call.
-        get signal() {
-          return closing.signal
-        },
-        traceHeaders: trace,
-        upstream: (request) => calls.call(settings, request, closing, trace),
-        upstreamStream: (request) => calls.open(settings, request, closing, trace),
-        dispatchers,
-        reportUsage: (usage) => {
-          noteUsage(ctx, usage)
-          deps.enforcer
-            .recordTokens(outcome.rule, agent.id, usage.promptTokens + usage.completionTokens)
-            .catch((err: unknown) => deps.onError?.(err))
-        },
-        // Worked out on the first redirect only: most calls never follow one.
-        allowRedirectHost: (host) => {
-          if (hostCheck === null) {
-            const target = { kind: 'tool' as const, tool: tool.name, action: actionName }
-            hostCheck = deps.policies.current().redirectHostCheck(agent, target, outcome.rule)
-          }
-          return hostCheck === undefined || hostCheck(host)
-        },
+      let hostCheck: ((host: string) => boolean) | undefined | null = null
+      const closing = new ClientGone(facts.req.socket)
+      // Before the trace headers: its id is the parent they name.
+      const upstreamSpan = ctx.trace?.upstream(`tool ${tool.name}.${actionName}`, {
+        'runr.tool': tool.name,
+        'runr.action': actionName,
       })
-      const durationMs = performance.now() - started
-      ctx.upstreamMs = durationMs
-      upstreamSpan?.end({ 'http.response.status_code': result.upstreamStatus })
-      if ('stream' in result) {
-        // Redaction needs the whole answer; a stream would pass the unredacted parts on.
-        if (outcome.filter !== null || !allowStream) {
-          await result.stream[Symbol.asyncIterator]().return?.()
-          throw outcome.filter !== null
-            ? streamFiltered(outcome)
-            : new GatewayError('bad_request', 'This route cannot stream.', {
-                details: { reason: 'stream_unsupported' },
-              })
-        }
-        streaming = true
-        return {
-          status: result.upstreamStatus,
-          headers: result.headers,
-          stream: detachAfter(result.stream, closing.dispose),
-        }
-      }
-      if (result.usage !== undefined) {
-        noteUsage(ctx, result.usage)
-        await deps.enforcer.recordTokens(
-          outcome.rule,
-          agent.id,
-          result.usage.promptTokens + result.usage.completionTokens,
-        )
-      }
-      if (cached !== undefined && deps.cache !== undefined)
-        storeToolAnswer(deps.cache, cached, result.data, result.upstreamStatus)
-      const data = outcome.filter === null ? result.data : outcome.filter.apply(result.data).value
-      return {
-        status: 200,
-        headers: cached === undefined ? undefined : { 'x-cache': 'MISS' },
-        body: {
-          data,
-          metadata: {
-            tool: tool.name,
-            action: actionName,
-            correlationId: ctx.correlationId,
-            cached: false,
-            attempts: calls.attempts,
-            upstreamStatus: result.upstreamStatus,
-            durationMs: Math.round(durationMs * 1000) / 1000,
+      const trace = traceHeadersOf(ctx)
+      const started = performance.now()
+      let streaming = false
+      const calls = client.forCall({
+        tool: tool.name,
+        idempotent: action.idempotent,
+        policy: ctx.config.toolResilience.get(tool.name) ?? noResilience,
+      })
+      try {
+        const result = await action.execute({
+          params,
+          secret,
+          settings,
+          // A getter: only http_fetch needs a real AbortSignal, and making one costs every call.
+          get signal() {
+            return closing.signal
           },
-        },
+          traceHeaders: trace,
+          upstream: (request) => calls.call(settings, request, closing, trace),
+          upstreamStream: (request) => calls.open(settings, request, closing, trace),
+          dispatchers,
+          reportUsage: (usage) => {
+            noteUsage(ctx, usage)
+            deps.enforcer
+              .recordTokens(outcome.rule, agent.id, usage.promptTokens + usage.completionTokens)
+              .catch((err: unknown) => deps.onError?.(err))
+          },
+          // Worked out on the first redirect only: most calls never follow one.
+          allowRedirectHost: (host) => {
+            if (hostCheck === null) {
+              const target = { kind: 'tool' as const, tool: tool.name, action: actionName }
+              hostCheck = deps.policies.current().redirectHostCheck(agent, target, outcome.rule)
+            }
+            return hostCheck === undefined || hostCheck(host)
+          },
+        })
+        const durationMs = performance.now() - started
+        ctx.upstreamMs = durationMs
+        upstreamSpan?.end({ 'http.response.status_code': result.upstreamStatus })
+        if ('stream' in result) {
+          // Redaction needs the whole answer; a stream would pass the unredacted parts on.
+          if (outcome.filter !== null || !allowStream) {
+            await result.stream[Symbol.asyncIterator]().return?.()
+            throw outcome.filter !== null
+              ? streamFiltered(outcome)
+              : new GatewayError('bad_request', 'This route cannot stream.', {
+                  details: { reason: 'stream_unsupported' },
+                })
+          }
+          streaming = true
+          return {
+            status: result.upstreamStatus,
+            headers: result.headers,
+            stream: detachAfter(result.stream, closing.dispose),
+          }
+        }
+        if (result.usage !== undefined) {
+          noteUsage(ctx, result.usage)
+          await deps.enforcer.recordTokens(
+            outcome.rule,
+            agent.id,
+            result.usage.promptTokens + result.usage.completionTokens,
+          )
+        }
+        if (cached !== undefined && deps.cache !== undefined)
+          storeToolAnswer(deps.cache, cached, result.data, result.upstreamStatus)
+        const data = outcome.filter === null ? result.data : outcome.filter.apply(result.data).value
+        return {
+          status: 200,
+          headers: cached === undefined ? undefined : { 'x-cache': 'MISS' },
+          body: {
+            data,
+            metadata: {
+              tool: tool.name,
+              action: actionName,
+              correlationId: ctx.correlationId,
+              cached: false,
+              attempts: calls.attempts,
+              upstreamStatus: result.upstreamStatus,
+              durationMs: Math.round(durationMs * 1000) / 1000,
+            },
+          },
+        }
+      } catch (err) {
+        upstreamSpan?.end({ 'error.type': (err as { code?: string }).code ?? 'internal' }, true)
+        // stale-if-error: a failing upstream (or an open breaker) is answered from a stale entry.
+        if (cached?.probe.stale !== undefined && isUpstreamFailure(err)) {
+          deps.cache?.metrics.lookup('tool', 'stale')
+          return cachedToolAnswer(cached.probe.stale, 'STALE', outcome.filter, cacheFacts)
+        }
+        throw err
+      } finally {
+        if (!streaming) closing.dispose()
       }
-    } catch (err) {
-      upstreamSpan?.end({ 'error.type': (err as { code?: string }).code ?? 'internal' }, true)
-      // stale-if-error: a failing upstream (or an open breaker) is answered from a stale entry.
-      if (cached?.probe.stale !== undefined && isUpstreamFailure(err)) {
-        deps.cache?.metrics.lookup('tool', 'stale')
-        return cachedToolAnswer(cached.probe.stale, 'STALE', outcome.filter, cacheFacts)
-      }
-      throw err
-    } finally {
-      if (!streaming) closing.dispose()
     }
+    return keep === undefined ? serve() : keep(serve)
   }
 
   async function callTool(
@@ -367,32 +374,34 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
         details: { reason: 'idempotency_stream' },
       })
     }
-    const result = await deps.idempotency!.run(
-      {
-        principal: agent.id,
-        key,
-        requestHash: requestHashOf('tool', tool.name, actionName, canonicalJson(params)),
-        ...ctx.config.idempotency,
-      },
-      async () => {
-        const answer = await runTool(facts, tool, actionName, action, params, body.length, true)
-        // A call parked for approval has not run yet: its key stays free for the approved replay.
-        if ('stream' in answer || answer.status === 202) return { value: answer, answer: undefined }
-        const headers = { 'content-type': 'application/json; charset=utf-8', ...answer.headers }
-        return {
-          value: answer,
-          answer: { status: answer.status, headers, body: Buffer.from(JSON.stringify(answer.body)) },
-        }
-      },
-      (err) => errorToKeep(err, ctx.requestId),
-    )
-    if (!result.replayed) return result.value
-    const { 'content-type': _, ...headers } = result.answer.headers
-    return {
-      status: result.answer.status,
-      body: JSON.parse(result.answer.body.toString('utf8')),
-      headers: { ...headers, [replayedHeader]: 'true' },
+    const keep: KeepAnswer = async (serve) => {
+      const result = await deps.idempotency!.run<JsonAnswer | StreamAnswer>(
+        {
+          principal: agent.id,
+          key,
+          requestHash: requestHashOf('tool', tool.name, actionName, canonicalJson(params)),
+          ...ctx.config.idempotency,
+        },
+        async () => {
+          const answer = await serve()
+          if ('stream' in answer) return { value: answer, answer: undefined }
+          const headers = { 'content-type': 'application/json; charset=utf-8', ...answer.headers }
+          return {
+            value: answer,
+            answer: { status: answer.status, headers, body: Buffer.from(JSON.stringify(answer.body)) },
+          }
+        },
+        (err) => errorToKeep(err, ctx.requestId),
+      )
+      if (!result.replayed) return result.value
+      const { 'content-type': _, ...headers } = result.answer.headers
+      return {
+        status: result.answer.status,
+        body: JSON.parse(result.answer.body.toString('utf8')),
+        headers: { ...headers, [replayedHeader]: 'true' },
+      }
     }
+    return runTool(facts, tool, actionName, action, params, body.length, true, keep)
   }
 
   const list: AgentRoute = {
@@ -499,6 +508,12 @@ export function createToolService(deps: ToolRouteDeps): ToolService {
         const principal = await principalOf(tokens, token, req, ctx)
         ctx.principal = principal
         const agent = agentOf(principal)
+        // Stage 4 ran before the token was known: the per-agent limits apply now.
+        const perAgent = principalKeyed(ctx.config.rateLimits.routes)
+        if (deps.limiter !== undefined && perAgent.length > 0) {
+          const checked = deps.limiter.check(perAgent, ctx, req)
+          ctx.rateLimit = tighter(ctx.rateLimit, checked instanceof Promise ? await checked : checked)
+        }
         const problems: ParamProblem[] = []
         for (const key of ['tool', 'action'] as const) {
           if (typeof fields[key] !== 'string' || fields[key] === '')
