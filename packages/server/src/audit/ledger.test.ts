@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { after, before, beforeEach, describe, it } from 'node:test'
+import { MasterKeys } from '../secrets/master-keys.ts'
 import type { AuditEvent } from './entry.ts'
-import { createLedger, type Ledger } from './ledger.ts'
+import { createLedger } from './ledger.ts'
 import type { LedgerStore } from './ledger-store.ts'
 import type { AuditSettings } from './settings.ts'
 import { signCheckpoint } from './signing.ts'
@@ -48,7 +50,8 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
     let available = false
     const masterKeys = testMasterKeys()
     let signingKey: Awaited<ReturnType<typeof testSigningKey>>
-    const opened: Array<{ ledger: Ledger; store: LedgerStore }> = []
+    /** Every ledger store a test opened, closed after the suite. */
+    const opened: LedgerStore[] = []
 
     const open = async (overrides: Partial<AuditSettings> = {}, now?: () => number) => {
       const store = backend.open()
@@ -61,7 +64,7 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
         onError: () => {},
         ...(now === undefined ? {} : { now }),
       })
-      opened.push({ ledger, store })
+      opened.push(store)
       return { ledger, store }
     }
     /** Ten entries, checkpoints at 4 and 8 and at 10 on close; a second connection to inspect. */
@@ -74,7 +77,7 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
       }
       await ledger.close()
       const store = backend.open()
-      opened.push({ ledger, store })
+      opened.push(store)
       return store
     }
     const firstBroken = async (store: LedgerStore) => {
@@ -93,7 +96,7 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
       signingKey = await testSigningKey()
     })
     after(async () => {
-      for (const { store } of opened) await store.close()
+      for (const store of opened) await store.close()
       await backend.tearDown()
     })
     beforeEach(async () => {
@@ -156,7 +159,7 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
         await ledger.close()
         await other.ledger.close()
         const inspect = backend.open()
-        opened.push({ ledger, store: inspect })
+        opened.push(inspect)
         const report = await verifyLedger(inspect, masterKeys)
         assert.equal(report.ok, true)
         assert.deepEqual(
@@ -166,6 +169,41 @@ for (const backend of [sqliteLedgerBackend(), postgresLedgerBackend()]) {
             ['gw-2', 1, 1],
           ],
         )
+      },
+    )
+
+    maybe(
+      'verifies checkpoints signed before a signing-key rotation, and after the master key was rotated too',
+      async () => {
+        const before = signingKey
+        await written()
+        signingKey = await testSigningKey()
+        try {
+          const { ledger } = await open()
+          for (let n = 11; n <= 13; n++) ledger.append(event(n))
+          await ledger.close()
+        } finally {
+          signingKey = before
+        }
+        const store = backend.open()
+        opened.push(store)
+        const checkpoints = await store.checkpoints('gw-1')
+        assert.equal(new Set(checkpoints.map((c) => c.kid)).size, 2)
+        assert.equal((await verifyLedger(store, masterKeys)).ok, true)
+        // A new master key, the old one still at hand: the ledger re-attests its keys at start...
+        const rotated = new MasterKeys(randomBytes(32), [masterKeys.current.key])
+        await createLedger({
+          store,
+          settings: settings(),
+          instance: 'gw-1',
+          signingKey: () => signingKey,
+          masterKeys: rotated,
+          onError: () => {},
+        })
+        // ...so they verify under the new key alone, once the old one is gone.
+        assert.equal((await verifyLedger(store, new MasterKeys(rotated.current.key))).ok, true)
+        const stranger = await verifyLedger(store, testMasterKeys())
+        assert.match(stranger.chains[0]!.broken!.reason, /not attested/)
       },
     )
 
