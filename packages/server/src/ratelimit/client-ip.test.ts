@@ -28,7 +28,7 @@ describe('the client address of a rate limit by ip', () => {
       clientAddress(withForwardedFor('6.6.6.6, 1.2.3.4, 10.9.9.9'), '10.1.1.1', trusted),
       '1.2.3.4',
     )
-    assert.equal(clientAddress(withForwardedFor('2001:db8::5'), '::1', trusted), '2001:db8::5')
+    assert.equal(clientAddress(withForwardedFor('2001:db8::5'), '::1', trusted), '2001:db8:0:0::/64')
   })
 
   it('stops at a hop that is not an address, and is the peer without the header', () => {
@@ -37,6 +37,15 @@ describe('the client address of a rate limit by ip', () => {
       '10.2.2.2',
     )
     assert.equal(clientAddress(withForwardedFor(undefined), '10.1.1.1', trusted), '10.1.1.1')
+  })
+
+  it('counts an IPv6 client by its /64, so rotating addresses inside it buys no fresh budget', () => {
+    const a = clientAddress(withForwardedFor(undefined), '2001:db8:1:2::a', undefined)
+    const b = clientAddress(withForwardedFor(undefined), '2001:db8:1:2:ffff:1:2:3', undefined)
+    const other = clientAddress(withForwardedFor(undefined), '2001:db8:1:3::a', undefined)
+    assert.equal(a, '2001:db8:1:2::/64')
+    assert.equal(b, a)
+    assert.notEqual(other, a)
   })
 
   it('counts an IPv4-mapped IPv6 peer as its IPv4 address', () => {

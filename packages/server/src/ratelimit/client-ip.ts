@@ -11,9 +11,19 @@ import type { AllowNetworks } from '../net/allow-networks.ts'
 // A longer chain is not a real deployment; walking it is work an attacker chooses.
 const maxHops = 16
 
-/** `::ffff:10.0.0.1` and `10.0.0.1` are one client: count them under one spelling. */
+/**
+ * The spelling a client is counted under. `::ffff:10.0.0.1` and `10.0.0.1` are one client. An
+ * IPv6 client is counted by its /64: one subscriber or host gets a whole /64 and could take a
+ * fresh address (and a fresh budget) for every request inside it.
+ */
 function unmapped(address: string): string {
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
+  if (!address.includes(':')) return address
+  if (address.startsWith('::ffff:') && address.includes('.')) return address.slice(7)
+  const parsed = parseIp(address)
+  if (parsed === undefined || parsed.family !== 6) return address
+  const b = parsed.bytes
+  const group = (i: number) => ((b[i]! << 8) | b[i + 1]!).toString(16)
+  return `${group(0)}:${group(2)}:${group(4)}:${group(6)}::/64`
 }
 
 /** The address `req` is counted under; `peer` is the socket's remote address. */
