@@ -20,8 +20,12 @@ const idempotencyHeader = 'idempotency-key'
 /** Set on an answer that repeats a stored one. */
 export const replayedHeader = 'idempotent-replayed'
 
-/** How long a first call holds its key before another instance may take it over (it died). */
-const leaseMs = 120_000
+/**
+ * How long a first call holds its key before another instance may take it over (it died). The
+ * call renews it every third of that while it runs, so only a dead instance's claim lapses, however
+ * long retries, Retry-After waits and the bulkhead queue make the call.
+ */
+const defaultLeaseMs = 120_000
 /** How often a waiting repeat looks whether the first call has finished. */
 const pollMs = 25
 /** Visible ASCII, as the draft's sf-string allows, bounded. */
@@ -78,9 +82,16 @@ export function requestHashOf(...parts: Array<string | Buffer>): string {
 /** Create the service over `store`; it prunes expired keys every `pruneEveryMs` (default 10 min). */
 export function createIdempotency(
   store: IdempotencyStore,
-  options: { now?: () => number; pruneEveryMs?: number; onError?: (err: unknown) => void } = {},
+  options: {
+    now?: () => number
+    pruneEveryMs?: number
+    onError?: (err: unknown) => void
+    /** The claim's lease (default 2 min); tests shorten it. */
+    leaseMs?: number
+  } = {},
 ): IdempotencyService {
   const now = options.now ?? Date.now
+  const leaseMs = options.leaseMs ?? defaultLeaseMs
   const onError = options.onError ?? (() => {})
   const pruning = setInterval(() => {
     store.prune(now()).catch(onError)
@@ -112,14 +123,20 @@ export function createIdempotency(
         })
         if (begun.outcome === 'claimed') {
           let executed: Executed<unknown>
+          const renewing = setInterval(() => {
+            store.renew(principal, key, owner, now() + leaseMs).catch(onError)
+          }, leaseMs / 3)
+          renewing.unref()
           try {
             executed = await execute()
           } catch (err) {
+            clearInterval(renewing)
             const kept = keepError(err)
             if (kept === undefined) await store.release(principal, key, owner).catch(onError)
             else await store.complete(principal, key, owner, kept).catch(onError)
             throw err
           }
+          clearInterval(renewing)
           if (executed.answer === undefined) await store.release(principal, key, owner).catch(onError)
           else await store.complete(principal, key, owner, executed.answer).catch(onError)
           return { replayed: false, value: executed.value as never }

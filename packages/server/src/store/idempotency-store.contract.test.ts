@@ -72,6 +72,19 @@ eachStore('idempotency store', ['idempotency_keys'], ({ store, peer, behaves }) 
     },
   )
 
+  behaves(
+    'keeps a renewed claim past its first lease, for its owner only, and never a finished one',
+    async () => {
+      await keys().begin(claim())
+      assert.equal(await keys().renew('agent-1', 'order-42', 'not-the-owner', t0 + 120_000), false)
+      assert.equal(await keys().renew('agent-1', 'order-42', 'first', t0 + 120_000), true)
+      // Past the first lease (t0 + 60 s), inside the renewed one: not taken over.
+      assert.equal((await keys().begin(claim({ owner: 'rescuer', now: t0 + 90_000 }))).outcome, 'existing')
+      assert.equal(await keys().complete('agent-1', 'order-42', 'first', answer), true)
+      assert.equal(await keys().renew('agent-1', 'order-42', 'first', t0 + 240_000), false)
+    },
+  )
+
   behaves('never takes over a finished record before it expires, and reads it as gone after', async () => {
     await keys().begin(claim({ expiresAt: t0 + 1_000 }))
     await keys().complete('agent-1', 'order-42', 'first', answer)

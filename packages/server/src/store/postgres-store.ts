@@ -585,6 +585,12 @@ function idempotencyStore(sql: Sql): IdempotencyStore {
         where principal = ${principal} and key = ${key} and owner = ${owner} and state = 'pending'`
       return count > 0
     },
+    async renew(principal, key, owner, leaseUntil) {
+      const { count } = await sql`
+        update idempotency_keys set lease_until = ${leaseUntil}
+        where principal = ${principal} and key = ${key} and owner = ${owner} and state = 'pending'`
+      return count === 1
+    },
     async release(principal, key, owner) {
       await sql`
         delete from idempotency_keys

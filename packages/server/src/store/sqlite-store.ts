@@ -690,6 +690,10 @@ function idempotencyStore(db: Database.Database): IdempotencyStore {
     `delete from idempotency_keys
      where principal = @principal and key = @key and owner = @owner and state = 'pending'`,
   )
+  const renew = db.prepare<{ principal: string; key: string; owner: string; leaseUntil: number }>(
+    `update idempotency_keys set lease_until = @leaseUntil
+     where principal = @principal and key = @key and owner = @owner and state = 'pending'`,
+  )
   const prune = db.prepare<[number]>('delete from idempotency_keys where expires_at <= ?')
   return {
     async begin(request) {
@@ -705,6 +709,9 @@ function idempotencyStore(db: Database.Database): IdempotencyStore {
         complete.run({ principal, key, owner, status, headers: JSON.stringify(answer.headers), body })
           .changes > 0
       )
+    },
+    async renew(principal, key, owner, leaseUntil) {
+      return renew.run({ principal, key, owner, leaseUntil }).changes === 1
     },
     async release(principal, key, owner) {
       release.run({ principal, key, owner })

@@ -388,6 +388,11 @@ export interface IdempotencyStore {
   ): Promise<{ outcome: 'claimed' } | { outcome: 'existing'; record: IdempotencyRecord }>
   /** Store the answer of the claim `owner` holds; false when the claim was lost (taken over). */
   complete(principal: string, key: string, owner: string, answer: IdempotentAnswer): Promise<boolean>
+  /**
+   * Extend the lease of the pending claim `owner` holds to `leaseUntil`: the first call is still
+   * running. False when the claim was lost (taken over, or finished).
+   */
+  renew(principal: string, key: string, owner: string, leaseUntil: number): Promise<boolean>
   /** Give up a pending claim (the call ended before anything worth keeping happened). */
   release(principal: string, key: string, owner: string): Promise<void>
   /** The record, unless it expired at `now`. */
