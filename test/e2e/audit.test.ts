@@ -267,6 +267,33 @@ describe('the audit ledger on a running gateway', () => {
       child.kill('SIGTERM')
     }
   })
+
+  it('records policy, key, revocation and secret changes by name, and refused admin requests', async () => {
+    const policy = { agents: { all: true }, allow: [{ channel: 'orders', methods: ['GET'] }] }
+    assert.equal((await gw.admin('/v1/policies/extra', json('PUT', policy))).status, 200)
+    assert.equal((await gw.admin('/v1/keys/rotate', { method: 'POST' })).status, 200)
+    assert.equal((await gw.admin('/v1/revocations', json('POST', { agentId, reason: 'test' }))).status, 201)
+    assert.equal((await gw.admin('/v1/secrets/serpapi_key', { method: 'DELETE' })).status, 204)
+    assert.equal(
+      (await gw.admin('/v1/policies/evaluate', json('POST', { agent: agentId, channel: 'orders' }))).status,
+      200,
+    )
+    await settle()
+    // Newest first: the last four admin entries, the evaluate call (a read) not among them.
+    const recent = (await entries(gw, '?principal=admin&limit=4')).entries.reverse()
+    assert.deepEqual(
+      recent.map((e) => [e.kind, e.target, e.action, e.status]),
+      [
+        ['admin', 'policy:extra', 'put', 200],
+        ['admin', 'signing-keys', 'rotate', 200],
+        ['token', `agent:${agentId}`, 'revoke', 201],
+        ['admin', 'secret:serpapi_key', 'delete', 204],
+      ],
+    )
+    const denied = (await entries(gw, '?target=route:/v1/audit&decision=deny')).entries
+    assert.ok(denied.length >= 1, 'the request with a wrong admin key is recorded')
+    assert.equal(denied[0]!.principal, null)
+  })
 })
 
 describe('an audit store that refuses writes', () => {
