@@ -42,7 +42,18 @@ function config(upstreamUrl: string, audit: Record<string, unknown> = {}) {
   return {
     audit: { instance: 'e2e', checkpointEvery: 5, ...audit },
     systems: { orders: { kind: 'http', url: upstreamUrl } },
-    channels: [{ name: 'orders', prefix: '/orders', system: 'orders', rules: [{ path: '*' }] }],
+    channels: [
+      {
+        name: 'orders',
+        prefix: '/orders',
+        system: 'orders',
+        rules: [
+          { path: '/open/*', public: true, audit: true },
+          { path: '/quiet/*', public: true },
+          { path: '*' },
+        ],
+      },
+    ],
     policies: [
       {
         name: 'readers',
@@ -290,6 +301,17 @@ describe('the audit ledger on a running gateway', () => {
         ['admin', 'secret:serpapi_key', 'delete', 204],
       ],
     )
+    // Public paths: recorded only where the rule says audit: true.
+    await (
+      await fetch(`${gw.publicUrl}/orders/open/a`, { headers: { 'x-request-id': 'open-1' } })
+    ).arrayBuffer()
+    await (
+      await fetch(`${gw.publicUrl}/orders/quiet/a`, { headers: { 'x-request-id': 'quiet-1' } })
+    ).arrayBuffer()
+    await settle()
+    const [newest] = (await entries(gw, '?target=channel:orders&limit=1')).entries
+    assert.deepEqual([newest!.requestId, newest!.principal, newest!.action], ['open-1', null, 'GET /open/a'])
+    assert.ok(!(await (await gw.admin('/v1/audit/export')).text()).includes('quiet-1'))
     const denied = (await entries(gw, '?target=route:/v1/audit&decision=deny')).entries
     assert.ok(denied.length >= 1, 'the request with a wrong admin key is recorded')
     assert.equal(denied[0]!.principal, null)
