@@ -432,6 +432,30 @@ describe('an audit store that refuses writes', () => {
       await gw.stop()
     }
   })
+
+  it('writes a proxied call’s sync entry that failed to commit once the store takes writes again', async () => {
+    const gw = await startTestGateway(config(upstream.url, { durability: 'sync', onFailure: 'continue' }))
+    try {
+      const token = await agentWithToken(gw)
+      refuse(gw, true)
+      // A proxied answer is not held for its entry: served, and its entry must not be lost.
+      const served = await fetch(`${gw.publicUrl}/orders/x`, {
+        headers: { authorization: `Bearer ${token}`, 'x-request-id': 'unheld-1' },
+      })
+      assert.equal(served.status, 200)
+      await served.arrayBuffer()
+      await settle()
+      refuse(gw, false)
+      // Retried within a second of the store coming back.
+      await new Promise((r) => setTimeout(r, 1300))
+      const found = (await entries(gw, '?target=channel:orders')).entries.map((e) => e.requestId)
+      assert.ok(found.includes('unheld-1'), `unheld-1 missing from ${JSON.stringify(found)}`)
+      const report = (await (await gw.admin('/v1/audit/verify')).json()) as { ok: boolean }
+      assert.equal(report.ok, true)
+    } finally {
+      await gw.stop()
+    }
+  })
 })
 
 describe('audit.enabled: false', () => {

@@ -116,7 +116,9 @@ export async function openAudit(deps: {
       if (event === undefined) return
       // In sync mode an entry that could not wait for its answer (a proxied stream) is still
       // committed at once rather than after the batch window.
-      if (settings().durability === 'sync') ledger.commit(event).catch(() => undefined)
+      // Nobody waits for this one: when its commit fails it is queued like a batched entry and
+      // written once the store takes writes again, never dropped.
+      if (settings().durability === 'sync') ledger.commit(event).catch(() => ledger.append(event))
       else ledger.append(event)
     },
     hold(ctx) {
@@ -144,7 +146,9 @@ export async function openAudit(deps: {
     },
     tokenIssued(grant, issued) {
       const event = tokenIssuedEvent(grant, issued, Date.now())
-      if (settings().durability === 'sync') ledger.commit(event).catch(() => undefined)
+      // Nobody waits for this one: when its commit fails it is queued like a batched entry and
+      // written once the store takes writes again, never dropped.
+      if (settings().durability === 'sync') ledger.commit(event).catch(() => ledger.append(event))
       else ledger.append(event)
     },
     refusal() {

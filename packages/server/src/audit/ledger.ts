@@ -193,7 +193,9 @@ export async function createLedger(deps: LedgerDeps): Promise<Ledger> {
       return new Promise<void>((resolve, reject) => {
         waiters.push({ event, waiter: { resolve, reject } })
         if (closed) void flush()
-        else schedule(0)
+        // While the store refuses, commits wait for the next retry with the queue instead of each
+        // starting a write of their own.
+        else schedule(failure === undefined ? 0 : retryMs)
       })
     },
     problem() {
