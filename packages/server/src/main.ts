@@ -383,6 +383,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       }
       const abandoned = pipeline.inflight()
       publicServer.closeAllConnections()
+      // Cut requests unwind (their upstream calls abort) and record themselves: give them a
+      // moment, so their audit entries and idempotency records land before those stores close.
+      const unwind = Date.now() + 1_000
+      while (pipeline.inflight() > 0 && Date.now() < unwind) await new Promise((r) => setTimeout(r, 10))
       await closed
       await adminApp.close()
       // Every queued entry is written and the head signed before the signing keys close.
