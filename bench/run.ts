@@ -1,9 +1,13 @@
 /**
  * `npm run bench`: the gateway (public and behind agent tokens) against nginx, the bare-Node
  * ceiling and the upstream itself, and the same gateway's tool route (with a minimal and with a
- * realistic policy set) and OpenAI passthrough, back to back in one run, interleaved over
- * several rounds; then token exchanges per second on the gateway-auth gateway. Prints a table of medians, the
- * exchange rate and the acceptance checks, and writes bench/results/latest.json.
+ * realistic policy set) and OpenAI passthrough, the tool route with the audit ledger off (a
+ * second process), the rate-limit rows (memory and Redis) and the cache rows (ratelimit-cache.ts),
+ * back to back in one run, interleaved over several rounds; then alternating pairs for the small
+ * costs (PAIR_SPECS in report.ts), token exchanges per second, the policy decision
+ * micro-benchmark, the TypeScript SDK's overhead per call, and the audit ledger's append rate
+ * (SQLite, Postgres). Prints a table of medians, those figures and the acceptance checks, and
+ * writes bench/results/latest.json.
  *
  * Environment:
  *   BENCH_ROUNDS=3          rounds (each round loads every target once, in order)
@@ -29,6 +33,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
+import { formatAuditLedger, measureAuditLedger } from './audit-ledger.ts'
 import { createAgent } from './identity.ts'
 import {
   type ExchangeResult,
@@ -353,6 +358,7 @@ async function main(): Promise<number> {
 
   // In process and CPU-bound: measured after the load runs, while the targets sit idle.
   const policyDecision = measurePolicyDecision()
+  const auditLedger = [await measureAuditLedger('sqlite'), await measureAuditLedger('postgres')]
   const rows = buildRows(all)
   const checks = [
     ...acceptanceChecks(rows),
@@ -382,6 +388,8 @@ async function main(): Promise<number> {
       : formatSdkOverhead(sdkOverhead),
   )
   log()
+  for (const r of auditLedger) log(formatAuditLedger(r))
+  log()
   for (const c of checks) log(formatCheck(c))
   log()
   for (const line of reportLines(rows)) log(line)
@@ -391,7 +399,7 @@ async function main(): Promise<number> {
   const file = join(resultsDir, 'latest.json')
   writeFileSync(
     file,
-    `${JSON.stringify({ machine, parameters: params, rows, tokenExchange, policyDecision, sdkOverhead, checks }, null, 2)}\n`,
+    `${JSON.stringify({ machine, parameters: params, rows, tokenExchange, policyDecision, sdkOverhead, auditLedger, checks }, null, 2)}\n`,
   )
   log()
   log(`wrote ${file}`)
