@@ -13,15 +13,13 @@
 
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createAgent, discoverIssuer, fetchToken, refusal } from './identity.ts'
-import { freePort, hasCommand, type Proc, pinPrefix, startProcess, waitForHttp } from './proc.ts'
+import { freePort, hasCommand, type Proc } from './proc.ts'
 import {
   type BenchContext,
   GATEWAY_ADMIN_KEY,
-  GATEWAY_CLI,
-  gatewayNodeFlags,
+  startGatewayBuild,
   type Target,
   TOKEN_TTL_SEC,
   TOOL_BODY,
@@ -34,7 +32,6 @@ export const BENCH_REDIS_URL = process.env['RUNR_BENCH_REDIS_URL'] ?? 'redis://1
 /** A limit no load generator here reaches: a billion requests a second. */
 const LIMIT = { by: 'ip', limit: 1_000_000_000, period: '1s' }
 const CACHE_AGENT = 'bench-cache'
-const READY_TIMEOUT_MS = 20_000
 
 type Mode = 'memory' | 'redis'
 
@@ -89,42 +86,25 @@ async function startModeGateway(ctx: BenchContext, mode: Mode): Promise<ModeGate
   const port = await freePort()
   const adminPort = await freePort()
   const redisPrefix = `runr_bench_${randomBytes(6).toString('hex')}:`
-  const file = join(ctx.tmpDir, `gateway-${mode}.yaml`)
-  writeFileSync(
-    file,
-    rateLimitCacheConfig({
-      port,
-      adminPort,
-      upstreamPort: ctx.upstreamPort,
-      tmpDir: ctx.tmpDir,
-      mode,
-      redisPrefix,
-    }),
-  )
-  const proc = startProcess(
-    `gateway-${mode}`,
-    [
-      ...pinPrefix(ctx.pinning, 'proxy'),
-      process.execPath,
-      ...gatewayNodeFlags,
-      GATEWAY_CLI,
-      'start',
-      '--config',
-      file,
-    ],
-    { env: { RUNR_LOG_LEVEL: 'warn', RUNR_ADMIN_KEY: GATEWAY_ADMIN_KEY } },
-  )
-  const publicUrl = `http://127.0.0.1:${port}`
-  try {
-    // /ready, not /health: with Redis, a limit checked before it answers would be admitted unchecked.
-    await waitForHttp(`${publicUrl}/ready`, READY_TIMEOUT_MS, proc)
-  } catch (err) {
-    await proc.stop()
-    throw err
-  }
+  const config = rateLimitCacheConfig({
+    port,
+    adminPort,
+    upstreamPort: ctx.upstreamPort,
+    tmpDir: ctx.tmpDir,
+    mode,
+    redisPrefix,
+  })
+  // /ready, not /health: with Redis, a limit checked before it answers would be admitted unchecked.
+  const { publicUrl, adminUrl, proc } = await startGatewayBuild(ctx, {
+    name: `gateway-${mode}`,
+    port,
+    adminPort,
+    config,
+    readyPath: '/ready',
+  })
   return {
     publicUrl,
-    adminUrl: `http://127.0.0.1:${adminPort}`,
+    adminUrl,
     proc,
     async stop() {
       await proc.stop()

@@ -393,13 +393,24 @@ async function setToolSecrets(adminUrl: string): Promise<Error | null> {
 async function startGateway(ctx: BenchContext, audit: boolean): Promise<StartedGateway> {
   const port = await freePort()
   const adminPort = await freePort()
-  const file = join(ctx.tmpDir, audit ? 'gateway.yaml' : 'gateway-audit-off.yaml')
-  writeFileSync(
-    file,
-    gatewayConfig({ port, adminPort, upstreamPort: ctx.upstreamPort, tmpDir: ctx.tmpDir, audit }),
-  )
+  const name = audit ? 'gateway' : 'gateway-audit-off'
+  const config = gatewayConfig({ port, adminPort, upstreamPort: ctx.upstreamPort, tmpDir: ctx.tmpDir, audit })
+  const { publicUrl, adminUrl, proc } = await startGatewayBuild(ctx, { name, port, adminPort, config })
+  return { publicUrl, adminUrl, proc, secrets: setToolSecrets(adminUrl) }
+}
+
+/**
+ * Writes `config` to the run's temp dir and starts the production build on it, pinned to the
+ * proxy CPU; resolves once `readyPath` answers (stops the process when it does not).
+ */
+export async function startGatewayBuild(
+  ctx: BenchContext,
+  o: { name: string; port: number; adminPort: number; config: string; readyPath?: string },
+): Promise<{ publicUrl: string; adminUrl: string; proc: Proc }> {
+  const file = join(ctx.tmpDir, `${o.name}.yaml`)
+  writeFileSync(file, o.config)
   const proc = startProcess(
-    audit ? 'gateway' : 'gateway-audit-off',
+    o.name,
     [
       ...pinPrefix(ctx.pinning, 'proxy'),
       process.execPath,
@@ -411,15 +422,14 @@ async function startGateway(ctx: BenchContext, audit: boolean): Promise<StartedG
     ],
     { env: { RUNR_LOG_LEVEL: 'warn', RUNR_ADMIN_KEY: GATEWAY_ADMIN_KEY } },
   )
-  const publicUrl = `http://127.0.0.1:${port}`
-  const adminUrl = `http://127.0.0.1:${adminPort}`
+  const publicUrl = `http://127.0.0.1:${o.port}`
   try {
-    await waitForHttp(`${publicUrl}/health`, READY_TIMEOUT_MS, proc)
+    await waitForHttp(`${publicUrl}${o.readyPath ?? '/health'}`, READY_TIMEOUT_MS, proc)
   } catch (err) {
     await proc.stop()
     throw err
   }
-  return { publicUrl, adminUrl, proc, secrets: setToolSecrets(adminUrl) }
+  return { publicUrl, adminUrl: `http://127.0.0.1:${o.adminPort}`, proc }
 }
 
 /** The gateway's production build, one process, logging at warn, on its public channel route. */
