@@ -17,6 +17,9 @@ const round = (ms: number) => Math.round(ms * 1000) / 1000
 function targetOf(ctx: RequestContext): { target: string; action: string } {
   if (ctx.channel !== undefined)
     return { target: `channel:${ctx.channel.name}`, action: `${ctx.method} ${ctx.remainder || '/'}` }
+  // The tool routes name their call (registry names, so no splitting of the path per request).
+  if (ctx.tool !== undefined && ctx.route === '/v1/tools/{tool}/{action}')
+    return { target: `tool:${ctx.tool.name}`, action: ctx.tool.action }
   if (ctx.route === '/v1/tools/{tool}/{action}') {
     const [, , , tool, action] = ctx.path.split('/')
     return { target: `tool:${tool}`, action: action! }
