@@ -664,3 +664,37 @@ describe('private keys in the forms the gateway hands out', () => {
     assert.equal(tokens.count, 0)
   })
 })
+
+describe('GatewayClient against a tool whose circuit breaker opened', () => {
+  let own: SdkGateway
+  before(async () => {
+    own = await startSdkGateway({
+      tools: { serpapi: { breaker: { failures: 1, openMs: '1m' } } },
+      policies: [
+        { name: 'search', agents: { all: true }, allow: [{ tool: 'serpapi', actions: ['search'] }] },
+      ],
+    })
+  })
+  after(() => own.stop())
+
+  it('throws CircuitOpenError with Retry-After from the gateway’s real 503 circuit_open', async () => {
+    const created = await own.admin.agents.create({ name: 'breaker-bot' })
+    const client = new GatewayClient({
+      baseUrl: own.publicUrl,
+      agentId: created.id,
+      privateKey: created.privateKeyJwk!,
+      scope: 'serpapi:search',
+      retry: false,
+    })
+    own.fakes.serpapi.faults.add({ kind: 'status', status: 500 })
+    const first = await rejection(client.serpapi.search({ q: 'fails once' }))
+    assert.ok(first instanceof UpstreamError, String(first))
+    const before = own.fakes.serpapi.requests.length
+    const err = await rejection(client.serpapi.search({ q: 'refused at once' }))
+    assert.ok(err instanceof CircuitOpenError, String(err))
+    assert.equal(err.status, 503)
+    assert.equal(err.code, 'circuit_open')
+    assert.ok(err.retryAfter !== undefined && err.retryAfter >= 1)
+    assert.equal(own.fakes.serpapi.requests.length, before, 'an open breaker does not reach the upstream')
+  })
+})
