@@ -19,6 +19,7 @@ from runrgateway import (
     AdminClient,
     ApprovalRequired,
     AuthError,
+    CircuitOpenError,
     GatewayClient,
     GatewayTimeoutError,
     PolicyError,
@@ -233,6 +234,22 @@ class Refusals(GatewayCase):
         with self.assertRaises(UpstreamError) as caught:
             self.client().serpapi.search(q=unique("fail"))
         self.assertEqual((caught.exception.status, caught.exception.code), (502, "upstream_error"))
+
+    def test_an_open_circuit_breaker_is_a_circuit_open_error_with_retry_after(self) -> None:
+        # The harness gives OpenAI a breaker that one failure opens for 2 s.
+        client = self.client(retry=fast_retry(max_retries=0))
+        hello = [{"role": "user", "content": "hello"}]
+        add_fault(self.env, "openai", {"kind": "status", "status": 500})
+        with self.assertRaises(UpstreamError):
+            client.openai.chat(hello)
+        with self.assertRaises(CircuitOpenError) as caught:
+            client.openai.chat(hello)
+        error = caught.exception
+        self.assertEqual((error.status, error.code), (503, "circuit_open"))
+        self.assertTrue(error.retry_after is not None and error.retry_after >= 1)
+        # Waited out, the half-open probe succeeds and closes it again for the other tests.
+        time.sleep(error.retry_after + 0.3)
+        client.openai.chat(hello)
 
     def test_a_slow_upstream_is_a_gateway_timeout_error(self) -> None:
         add_fault(self.env, "serpapi", {"kind": "latency", "ms": 2500})

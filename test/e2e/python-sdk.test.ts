@@ -140,7 +140,8 @@ describe('the Python SDK against a real gateway process', () => {
       store: { kind: 'sqlite', path: join(dir, '4runr.db') },
       tools: {
         serpapi: { url: fakes.serpapi.url, timeoutMs: 1500 },
-        openai: { url: fakes.openai.url },
+        // One failure opens OpenAI's breaker for 2 s: the CircuitOpenError test, which waits it out.
+        openai: { url: fakes.openai.url, breaker: { failures: 1, openMs: '2s' } },
         gmail: { url: fakes.gmail.url },
         http_fetch: { allowNetworks: ['127.0.0.1/32'], timeoutMs: 1500 },
       },
