@@ -149,7 +149,7 @@ export function createMetrics(): Metrics {
     registers: [registry],
   })
   type ToolSeries = { duration: HistogramSeries; byStatus: Map<string, CounterSeries> }
-  const perTool = new Map<string, ToolSeries>()
+  const perTool = new Map<string, Map<string, ToolSeries>>()
 
   type MethodSeries = { duration: HistogramSeries; byStatus: Map<string, CounterSeries> }
   const perRoute = new Map<string, Map<string, MethodSeries>>()
@@ -212,12 +212,17 @@ export function createMetrics(): Metrics {
     },
     observeTool(tool, action, status, seconds, agent) {
       const statusClass = statusClasses[Math.trunc(status / 100)] ?? 'other'
-      // Tool and action come from the registry's names, never from the request: bounded.
-      const key = `${tool}.${action}`
-      let entry = perTool.get(key)
+      // Tool and action come from the registry's names, never from the request: bounded. Nested
+      // maps, as for requests: no key string per call.
+      let byAction = perTool.get(tool)
+      if (byAction === undefined) {
+        byAction = new Map()
+        perTool.set(tool, byAction)
+      }
+      let entry = byAction.get(action)
       if (entry === undefined) {
         entry = { duration: toolDuration.series(tool, action), byStatus: new Map() }
-        perTool.set(key, entry)
+        byAction.set(action, entry)
       }
       let counter = entry.byStatus.get(statusClass)
       if (counter === undefined) {
